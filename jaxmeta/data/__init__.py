@@ -1,0 +1,3 @@
+"""Readers that find, verify and decode data sets on disk (no learners, no episodes)."""
+
+__all__ = []

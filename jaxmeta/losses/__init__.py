@@ -1,0 +1,5 @@
+"""Plain ``jnp`` losses, distances and metrics; each returns per-example values."""
+
+from jaxmeta.losses.basic import accuracy, masked_mean, softmax_cross_entropy, squared_error
+
+__all__ = ["squared_error", "softmax_cross_entropy", "accuracy", "masked_mean"]
