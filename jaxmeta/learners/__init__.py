@@ -1,0 +1,23 @@
+"""Meta-learners, each a :class:`MetaLearner` of pure functions."""
+
+from jaxmeta.learners.base import MetaLearner
+from jaxmeta.learners.inner import InnerRule, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
+from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
+from jaxmeta.learners.reptile import reptile
+
+__all__ = [
+    "MetaLearner",
+    "maml",
+    "fomaml",
+    "meta_sgd",
+    "anil",
+    "maml_plus_plus",
+    "reptile",
+    "inner_loop",
+    "InnerRule",
+    "sgd_rule",
+    "optax_rule",
+    "partition",
+    "combine",
+    "path_filter",
+]

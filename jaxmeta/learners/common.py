@@ -1,0 +1,66 @@
+"""Pieces shared by the supervised learners: masked loss + metrics on a set."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxmeta.losses import masked_mean
+
+__all__ = ["supervised_loss", "check_metric_fns", "check_example_labels"]
+
+
+def check_example_labels(output_shape, example) -> None:
+    """For classification episodes, checks concrete labels against the output width.
+
+    Called by ``init`` (on the host, before anything is compiled): a
+    ``support_y``/``query_y`` label ``>= N`` for a network with ``N`` outputs
+    raises a ``ValueError`` naming the field.
+    """
+    if len(output_shape) != 2:
+        return
+    width = int(output_shape[-1])
+    for name in ("support_y", "query_y"):
+        y = getattr(example, name)
+        if isinstance(y, jax.core.Tracer) or not jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
+            continue
+        y = jnp.asarray(y)
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= width):
+            raise ValueError(
+                f"episode.{name}: labels must lie in [0, {width}) for a network with {width} outputs, got "
+                f"values in [{int(y.min())}, {int(y.max())}]. Match the head width to the number of ways."
+            )
+
+
+def check_metric_fns(metrics: Optional[Mapping[str, Callable]]) -> dict:
+    """Validates a ``{name: fn(outputs, targets) -> [B]}`` dict of extra metrics."""
+    metrics = dict(metrics or {})
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"metrics: expected {{name: fn(outputs, targets) -> [B]}}, got {name!r}: {fn!r}.")
+        if name == "loss":
+            raise ValueError("metrics: 'loss' is reserved for the learner's loss.")
+    return metrics
+
+
+def supervised_loss(outputs, targets, mask, loss_fn: Callable, metric_fns: Mapping[str, Callable]):
+    """Masked mean of ``loss_fn(outputs, targets)`` and of every extra metric.
+
+    Returns ``(scalar_loss, {name: scalar})``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxmeta.losses import squared_error
+      >>> supervised_loss(jnp.ones((2, 1)), jnp.zeros((2, 1)), None, squared_error, {})
+      (Array(1., dtype=float32), {})
+    """
+    per_example = loss_fn(outputs, targets)
+    if jnp.ndim(per_example) != 1:
+        raise ValueError(
+            f"loss_fn: must return one value per example (shape [B]), got shape {jnp.shape(per_example)}; "
+            "jaxmeta losses are per-example and the learner reduces them."
+        )
+    loss = masked_mean(per_example, mask)
+    return loss, {name: masked_mean(fn(outputs, targets), mask) for name, fn in metric_fns.items()}
