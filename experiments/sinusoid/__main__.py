@@ -1,0 +1,5 @@
+import sys
+
+from experiments.sinusoid.main import main
+
+sys.exit(main())
