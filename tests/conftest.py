@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny episodes and a registry of every learner for the contract suite."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxmeta import Episode, learners, losses, nets, scenarios
+
+DATA_DIR = os.environ.get("JAXMETA_DATA")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="set JAXMETA_DATA to the folder of the real data sets to run this test")
+    for item in items:
+        if "data" in item.keywords and not DATA_DIR:
+            item.add_marker(skip)
+
+
+def regression_episodes(key, num_tasks=4, shots=5, queries=6):
+    return scenarios.sinusoid(key, num_tasks=num_tasks, support_shots=shots, query_shots=queries)
+
+
+def classification_episodes(key, num_tasks=3, ways=3, shots=2, queries=2, dim=8):
+    """Gaussian-blob classification episodes: labels in [0, ways), class means per task."""
+    k_mean, k_noise = jax.random.split(key)
+    means = jax.random.normal(k_mean, (num_tasks, ways, dim)) * 2.0
+    y_s = jnp.tile(jnp.repeat(jnp.arange(ways), shots), (num_tasks, 1))
+    y_q = jnp.tile(jnp.repeat(jnp.arange(ways), queries), (num_tasks, 1))
+    n_s, n_q = jax.random.split(k_noise)
+    x_s = jnp.take_along_axis(means, y_s[..., None], 1) + jax.random.normal(n_s, (num_tasks, ways * shots, dim))
+    x_q = jnp.take_along_axis(means, y_q[..., None], 1) + jax.random.normal(n_q, (num_tasks, ways * queries, dim))
+    return Episode(x_s, y_s.astype(jnp.int32), x_q, y_q.astype(jnp.int32))
+
+
+ACC = {"accuracy": losses.accuracy}
+
+
+def _gradient_learners(kind):
+    """name -> learner factory for a task kind ("regression" | "classification")."""
+    if kind == "regression":
+        net, loss, metrics = nets.mlp((8, 8), 1), losses.squared_error, None
+    else:
+        net, loss, metrics = nets.mlp((8, 8), 3), losses.softmax_cross_entropy, ACC
+    kw = dict(metrics=metrics)
+    return {
+        "maml": lambda: learners.maml(net, loss, inner_lr=0.05, inner_steps=2, **kw),
+        "maml_remat": lambda: learners.maml(net, loss, inner_lr=0.05, inner_steps=2, remat=True, **kw),
+        "maml_scan": lambda: learners.maml(net, loss, inner_lr=0.05, inner_steps=2, unroll=1, **kw),
+        "maml_adam_inner": lambda: learners.maml(net, loss, inner_steps=2, inner_optimizer=optax.adam(0.01, eps_root=1e-8), **kw),
+        "fomaml": lambda: learners.fomaml(net, loss, inner_lr=0.05, inner_steps=2, **kw),
+        "meta_sgd": lambda: learners.meta_sgd(net, loss, inner_lr=0.05, inner_steps=1, **kw),
+        "anil": lambda: learners.anil(net, loss, inner_lr=0.05, inner_steps=2, **kw),
+        "maml_plus_plus": lambda: learners.maml_plus_plus(net, loss, inner_lr=0.05, inner_steps=3, **kw),
+        "maml_learned_scalar_lr": lambda: learners.maml(net, loss, inner_lr=0.05, learn_inner_lr="scalar", **kw),
+        "reptile": lambda: learners.reptile(net, loss, inner_lr=0.05, inner_steps=3, **kw),
+    }
+
+
+def learner_cases():
+    """(id, kind, factory) for every learner the contract suite covers."""
+    cases = []
+    for kind in ("regression", "classification"):
+        for name, factory in _gradient_learners(kind).items():
+            cases.append(pytest.param(kind, factory, id=f"{name}-{kind}"))
+    return cases
+
+
+def episodes_for(kind, key, **kw):
+    return regression_episodes(key, **kw) if kind == "regression" else classification_episodes(key, **kw)

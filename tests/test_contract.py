@@ -1,0 +1,93 @@
+"""The contract every learner honours (run over every learner in conftest.learner_cases)."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import episodes_for, learner_cases
+from jaxmeta import train
+from jaxmeta.episodes import take_episodes
+
+
+@pytest.mark.parametrize("kind,factory", learner_cases())
+def test_shapes_and_finite_values(kind, factory):
+    learner = factory()
+    eps = episodes_for(kind, jax.random.key(0))
+    ep = take_episodes(eps, 0)
+    params = learner.init(jax.random.key(1), ep)
+    task_params = learner.adapt(params, ep, jax.random.key(2))
+    loss, metrics = learner.loss(params, task_params, ep)
+    chex.assert_shape(loss, ())
+    assert np.isfinite(float(loss))
+    for name, value in metrics.items():
+        chex.assert_shape(value, ())
+        assert np.isfinite(float(value)), name
+    out = learner.predict(params, task_params, ep.query_x)
+    assert out.shape[0] == ep.query_x.shape[0]
+    assert np.isfinite(np.asarray(out)).all()
+
+
+@pytest.mark.parametrize("kind,factory", learner_cases())
+def test_meta_step_compiles_once_and_grads_every_leaf(kind, factory):
+    learner = factory()
+    chex.clear_trace_counter()
+    # count traces of adapt inside the real jitted step: vmap traces it once per compilation
+    counted = learner._replace(adapt=chex.assert_max_traces(learner.adapt, n=1))
+    opt = optax.adam(1e-3)
+    eps1 = episodes_for(kind, jax.random.key(0))
+    eps2 = episodes_for(kind, jax.random.key(1))
+    state = train.init_state(counted, opt, jax.random.key(2), eps1)
+    step = train.make_meta_step(counted, opt)
+    state, m1 = step(state, eps1, jax.random.key(3))
+    state, m2 = step(state, eps2, jax.random.key(4))  # new data, same shapes: no retrace
+    assert int(state.step) == 2
+    assert np.isfinite(float(m2["loss"]))
+
+    # every meta-parameter leaf receives a non-zero meta-gradient
+    def objective(p):
+        losses_, _ = train.episode_metrics(learner, p, eps1, jax.random.key(5))
+        return losses_.mean()
+
+    grads = jax.grad(objective)(state.params)
+    paths = jax.tree_util.tree_flatten_with_path(grads)[0]
+    for path, g in paths:
+        assert np.all(np.isfinite(np.asarray(g))), jax.tree_util.keystr(path)
+        assert np.abs(np.asarray(g)).max() > 0, f"zero meta-gradient for {jax.tree_util.keystr(path)}"
+
+
+@pytest.mark.parametrize("kind,factory", learner_cases())
+def test_vmapped_loss_equals_mean_of_per_episode_losses(kind, factory):
+    learner = factory()
+    eps = episodes_for(kind, jax.random.key(0))
+    params = learner.init(jax.random.key(1), take_episodes(eps, 0))
+    key = jax.random.key(2)
+    batched, batched_metrics = train.episode_metrics(learner, params, eps, key)
+    keys = jax.random.split(key, eps.support_x.shape[0])
+    singles = []
+    for i in range(eps.support_x.shape[0]):
+        ep = take_episodes(eps, i)
+        singles.append(learner.loss(params, learner.adapt(params, ep, keys[i]), ep)[0])
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(singles), rtol=2e-5, atol=1e-6)
+    # and the meta-step's reported loss is their mean
+    opt = optax.sgd(0.0)
+    state = train.MetaState(params, opt.init(params), jnp.zeros((), jnp.int32))
+    _, metrics = train.make_meta_step(learner, opt)(state, eps, key)
+    np.testing.assert_allclose(float(metrics["loss"]), float(np.mean(singles)), rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batching", ["map", "unroll"])
+@pytest.mark.parametrize("kind,factory", [c for c in learner_cases() if c.id in ("maml-classification", "meta_sgd-regression", "reptile-regression")])
+def test_batching_strategies_agree(kind, factory, batching):
+    learner = factory()
+    opt = optax.adam(1e-2)
+    eps = episodes_for(kind, jax.random.key(0))
+    state = train.init_state(learner, opt, jax.random.key(1), eps)
+    ref_state, ref_m = train.make_meta_step(learner, opt, batching="vmap")(state, eps, jax.random.key(2))
+    new_state, new_m = train.make_meta_step(learner, opt, batching=batching)(state, eps, jax.random.key(2))
+    chex.assert_trees_all_close(ref_state.params, new_state.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(ref_m["loss"]), float(new_m["loss"]), rtol=1e-5)

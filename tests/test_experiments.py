@@ -1,0 +1,37 @@
+"""Experiment scripts: --help works and a tiny run writes results and plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments.sinusoid import main as sinusoid
+
+
+def test_sinusoid_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        sinusoid.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--workdir" in capsys.readouterr().out
+
+
+def test_sinusoid_tiny_run_writes_results_and_plots(tmp_path):
+    args = ["--quick", "--workdir", str(tmp_path), "--steps", "20", "--steps-per-call", "10", "--test-tasks", "20",
+            "--no-progress"]
+    assert sinusoid.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["results"]) == set(sinusoid.METHODS)
+    for method in sinusoid.METHODS:
+        assert set(results["results"][method]) == {"0_steps", "1_steps", "5_steps", "10_steps"}
+        assert results["results"][method]["1_steps"]["n"] == 20
+    assert (tmp_path / "predictions.png").stat().st_size > 0
+    assert (tmp_path / "mse_vs_steps.png").stat().st_size > 0
+    assert (tmp_path / "maml" / "metrics.jsonl").exists()
+    # running again resumes every finished method instead of retraining
+    assert sinusoid.main(args) == 0
+
+
+def test_sinusoid_rejects_unknown_method(tmp_path):
+    with pytest.raises(ValueError, match="methods"):
+        sinusoid.main(["--workdir", str(tmp_path), "--methods", "bogus"])

@@ -1,0 +1,144 @@
+"""MAML's meta-gradient: finite differences, the closed form, and first vs second order."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.test_util import check_grads
+
+from jaxmeta import Episode, learners, losses, nets
+
+
+def _linear_net():
+    return nets.from_linen(nn.Dense(1, use_bias=False))
+
+
+def _meta_objective(learner, episode):
+    def f(meta_params):
+        task_params = learner.adapt(meta_params, episode, jax.random.key(0))
+        return learner.loss(meta_params, task_params, episode)[0]
+
+    return f
+
+
+def _linear_episode(dtype):
+    rng = np.random.default_rng(0)
+    xs, xq = rng.normal(size=(6, 3)), rng.normal(size=(8, 3))
+    w_true = rng.normal(size=(3, 1))
+    return Episode(*(jnp.asarray(a, dtype) for a in (xs, xs @ w_true + 0.1, xq, xq @ w_true - 0.2)))
+
+
+def test_maml_meta_gradient_matches_finite_differences_float64():
+    with jax.enable_x64(True):
+        net = nets.mlp((5,), 1, activation=jnp.tanh)
+        rng = np.random.default_rng(1)
+        ep = Episode(*(jnp.asarray(rng.normal(size=s)) for s in ((4, 2), (4, 1), (6, 2), (6, 1))))
+        for learner in (
+            learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3),
+            learners.meta_sgd(net, losses.squared_error, inner_lr=0.1, inner_steps=2),
+            learners.maml_plus_plus(net, losses.squared_error, inner_lr=0.1, inner_steps=2),
+        ):
+            params = learner.init(jax.random.key(0), ep)
+            params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
+            assert jax.tree_util.tree_leaves(params)[0].dtype == jnp.float64
+            check_grads(_meta_objective(learner, ep), (params,), order=1, modes=["rev"], eps=1e-5, atol=1e-6,
+                        rtol=1e-6)
+
+
+def test_maml_meta_gradient_matches_closed_form_on_linear_regression():
+    with jax.enable_x64(True):
+        ep = _linear_episode(jnp.float64)
+        alpha = 0.05
+        learner = learners.maml(_linear_net(), losses.squared_error, inner_lr=alpha, inner_steps=1)
+        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), learner.init(jax.random.key(0), ep))
+        w = np.asarray(params["net"]["kernel"], np.float64)
+        xs, ys, xq, yq = (np.asarray(a) for a in ep[:4])
+        n, m = len(xs), len(xq)
+        a_mat = np.eye(3) - 2 * alpha / n * xs.T @ xs
+        w_adapted = a_mat @ w + 2 * alpha / n * xs.T @ ys
+        grad_query = 2 / m * xq.T @ (xq @ w_adapted - yq)
+        second_order = a_mat.T @ grad_query
+        got = jax.grad(_meta_objective(learner, ep))(params)["net"]["kernel"]
+        np.testing.assert_allclose(np.asarray(got), second_order, rtol=1e-10, atol=1e-12)
+
+        fo = learners.fomaml(_linear_net(), losses.squared_error, inner_lr=alpha, inner_steps=1)
+        got_fo = jax.grad(_meta_objective(fo, ep))(params)["net"]["kernel"]
+        np.testing.assert_allclose(np.asarray(got_fo), grad_query, rtol=1e-10, atol=1e-12)
+        # first order differs from second order where the support Hessian is not negligible
+        assert np.abs(second_order - grad_query).max() > 1e-3
+
+
+def test_first_order_equals_hand_written_stop_gradient():
+    net = nets.mlp((6,), 1, activation=jnp.tanh)
+    rng = np.random.default_rng(2)
+    ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
+    alpha, steps = 0.1, 2
+    fo = learners.fomaml(net, losses.squared_error, inner_lr=alpha, inner_steps=steps)
+    params = fo.init(jax.random.key(0), ep)
+
+    def hand_written(meta):
+        p = meta["net"]
+        for _ in range(steps):
+            g = jax.grad(lambda q: jnp.mean(losses.squared_error(net.apply(q, ep.support_x), ep.support_y)))(p)
+            p = jax.tree_util.tree_map(lambda a, b: a - alpha * jax.lax.stop_gradient(b), p, g)
+        return jnp.mean(losses.squared_error(net.apply(p, ep.query_x), ep.query_y))
+
+    expected = jax.grad(hand_written)(params)
+    got = jax.grad(_meta_objective(fo, ep))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(got)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    so = learners.maml(net, losses.squared_error, inner_lr=alpha, inner_steps=steps)
+    got_so = jax.grad(_meta_objective(so, ep))(params)
+    diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(got),
+                                                            jax.tree_util.tree_leaves(got_so)))
+    assert diff > 1e-4, "second-order and first-order meta-gradients should differ on a nonlinear net"
+
+
+def test_remat_and_scan_give_the_same_meta_gradient():
+    net = nets.mlp((6,), 1, activation=jnp.tanh)
+    rng = np.random.default_rng(3)
+    ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
+    base = learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3)
+    params = base.init(jax.random.key(0), ep)
+    ref = jax.grad(_meta_objective(base, ep))(params)
+    for variant in (learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3, remat=True),
+                    learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3, unroll=1)):
+        got = jax.grad(_meta_objective(variant, ep))(params)
+        for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_reptile_gradient_is_theta_minus_phi():
+    net = nets.mlp((6,), 1)
+    rng = np.random.default_rng(4)
+    ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
+    learner = learners.reptile(net, losses.squared_error, inner_lr=0.1, inner_steps=3)
+    params = learner.init(jax.random.key(0), ep)
+    phi = learner.adapt(params, ep, jax.random.key(1))
+    got = jax.grad(_meta_objective(learner, ep))(params)["net"]
+    for g, t, p in zip(*(jax.tree_util.tree_leaves(x) for x in (got, params["net"], phi))):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(t - p), rtol=1e-5, atol=1e-7)
+
+
+def test_anil_adapts_only_the_head():
+    net = nets.mlp((6,), 1)
+    rng = np.random.default_rng(5)
+    ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
+    learner = learners.anil(net, losses.squared_error, inner_lr=0.1, inner_steps=2)
+    params = learner.init(jax.random.key(0), ep)
+    adapted = learner.adapt(params, ep, jax.random.key(1))
+    np.testing.assert_array_equal(adapted["hidden_0"]["kernel"], params["net"]["hidden_0"]["kernel"])
+    assert np.abs(np.asarray(adapted["head"]["kernel"] - params["net"]["head"]["kernel"])).max() > 0
+
+
+def test_meta_sgd_multi_step_clamps_per_step_rates():
+    net = nets.mlp((4,), 1)
+    rng = np.random.default_rng(6)
+    ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
+    trained = learners.maml_plus_plus(net, losses.squared_error, inner_steps=2, inner_lr=0.1)
+    params = trained.init(jax.random.key(0), ep)
+    longer = learners.maml_plus_plus(net, losses.squared_error, inner_steps=5, inner_lr=0.1)
+    loss, _ = longer.loss(params, longer.adapt(params, ep, jax.random.key(1)), ep)
+    assert np.isfinite(float(loss))

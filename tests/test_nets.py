@@ -1,0 +1,80 @@
+"""Networks: shapes, the batch-norm mode, pooling."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmeta import nets
+
+
+def test_conv4_shapes_and_layer_names():
+    net = nets.conv4(out=5)
+    params = net.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
+    assert sorted(params) == sorted([f"conv_{i}" for i in range(4)] + [f"norm_{i}" for i in range(4)] + ["head"])
+    assert net.apply(params, jnp.zeros((3, 28, 28, 1))).shape == (3, 5)
+    emb = nets.conv4()
+    p = emb.init(jax.random.key(0), jnp.zeros((1, 28, 28)))
+    assert emb.apply(p, jnp.zeros((4, 28, 28))).shape == (4, 64)  # 28 -> 14 -> 7 -> 3 -> 1
+    strided = nets.conv4(out=5, downsample="stride", readout="mean")
+    p = strided.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert "norm_0" in p and strided.apply(p, jnp.zeros((2, 28, 28, 1))).shape == (2, 5)
+
+
+def test_batch_norm_uses_the_batch_it_is_given_and_keeps_no_state():
+    net = nets.conv4(blocks=1, channels=4, downsample="stride")
+    params = net.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)))
+    assert set(params["norm_0"]) == {"scale", "bias"}  # no running statistics anywhere
+    x = jax.random.normal(jax.random.key(1), (6, 8, 8, 1))
+    a = net.apply(params, x)
+    # statistics are per call: the same example normalised within different batches differs
+    b = net.apply(params, jnp.concatenate([x[:3], 10 * x[3:]]))
+    assert not np.allclose(np.asarray(a[:3]), np.asarray(b[:3]))
+    # and the layer is the plain batch-statistics formula
+    layer = nets.TaskBatchNorm()
+    v = layer.init(jax.random.key(0), x)
+    y = layer.apply(v, x)
+    np.testing.assert_allclose(np.asarray(y.mean(axis=(0, 1, 2))), 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y.var(axis=(0, 1, 2))), 1.0, atol=1e-3)
+
+
+def test_vmapped_batch_norm_keeps_tasks_apart():
+    net = nets.conv4(blocks=1, channels=4, downsample="stride")
+    params = net.init(jax.random.key(0), jnp.zeros((2, 8, 8, 1)))
+    tasks = jax.random.normal(jax.random.key(1), (3, 5, 8, 8, 1)) * jnp.arange(1, 4)[:, None, None, None, None]
+    batched = jax.vmap(net.apply, in_axes=(None, 0))(params, tasks)
+    for i in range(3):
+        np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(net.apply(params, tasks[i])), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_max_pool_matches_flax():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 3))
+    np.testing.assert_array_equal(np.asarray(nets.max_pool_2x2(x)), np.asarray(nn.max_pool(x, (2, 2), (2, 2))))
+
+
+def test_stateful_linen_modules_are_rejected():
+    class WithBN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.BatchNorm(use_running_average=False)(x)
+
+    with pytest.raises(ValueError, match="TaskBatchNorm"):
+        nets.from_linen(WithBN()).init(jax.random.key(0), jnp.zeros((2, 3)))
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    net = nets.mlp((8,), 1, dtype=jnp.bfloat16)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 1)))
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
+    assert net.apply(params, jnp.ones((3, 1))).dtype == jnp.float32
+
+
+def test_bad_network_arguments():
+    with pytest.raises(ValueError, match="downsample"):
+        nets.conv4(downsample="avg")
+    with pytest.raises(ValueError, match="hidden"):
+        nets.mlp((0,), 1)
