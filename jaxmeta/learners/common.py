@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxmeta.losses import masked_mean
 
-__all__ = ["supervised_loss", "check_metric_fns", "check_example_labels"]
+__all__ = ["supervised_loss", "support_objective", "check_metric_fns", "check_example_labels"]
 
 
 def check_example_labels(output_shape, example) -> None:
@@ -64,3 +64,28 @@ def supervised_loss(outputs, targets, mask, loss_fn: Callable, metric_fns: Mappi
         )
     loss = masked_mean(per_example, mask)
     return loss, {name: masked_mean(fn(outputs, targets), mask) for name, fn in metric_fns.items()}
+
+
+def support_objective(apply_fn: Callable, loss_fn: Callable, frozen, episode) -> Callable:
+    """The inner-loop objective ``adapted -> mean support loss`` for a partitioned network.
+
+    ``frozen`` holds the params the inner loop does not adapt (``None`` holes
+    where adapted params go, see :func:`jaxmeta.learners.partition`).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxmeta import Episode, losses, nets
+      >>> from jaxmeta.learners import partition
+      >>> net = nets.mlp((4,), 1)
+      >>> ep = Episode(jnp.ones((3, 1)), jnp.ones((3, 1)), jnp.ones((2, 1)), jnp.ones((2, 1)))
+      >>> adapted, frozen = partition(net.init(jax.random.key(0), ep.support_x), ("head",))
+      >>> support_objective(net.apply, losses.squared_error, frozen, ep)(adapted).shape
+      ()
+    """
+    from jaxmeta.learners.inner import combine
+
+    def objective(adapted):
+        out = apply_fn(combine(adapted, frozen), episode.support_x)
+        return supervised_loss(out, episode.support_y, episode.support_mask, loss_fn, {})[0]
+
+    return objective

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxmeta.learners.base import MetaLearner
-from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss
+from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss, support_objective
 from jaxmeta.learners.inner import FilterSpec, combine, inner_loop, optax_rule, partition, sgd_rule
 from jaxmeta.losses import masked_mean
 from jaxmeta.nets import Network
@@ -151,10 +151,7 @@ def maml(
         del key  # MAML's adaptation is deterministic
         adapted, frozen = partition(meta_params["net"], adapt_filter)
 
-        def support_loss(a):
-            out = net.apply(combine(a, frozen), episode.support_x)
-            return supervised_loss(out, episode.support_y, episode.support_mask, loss_fn, {})[0]
-
+        support_loss = support_objective(net.apply, loss_fn, frozen, episode)
         result = inner_loop(support_loss, adapted, rule_for(meta_params), steps=inner_steps,
                             first_order=first_order, remat=remat, unroll=unroll, collect=weights is not None)
         if weights is None:

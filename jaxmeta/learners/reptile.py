@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxmeta.learners.base import MetaLearner
-from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss
+from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss, support_objective
 from jaxmeta.learners.inner import FilterSpec, combine, inner_loop, optax_rule, partition, sgd_rule
 from jaxmeta.learners.maml import _check_network
 from jaxmeta.nets import Network
@@ -70,10 +70,7 @@ def reptile(
         del key
         adapted, frozen = partition(meta_params["net"], adapt_filter)
 
-        def support_loss(a):
-            out = net.apply(combine(a, frozen), episode.support_x)
-            return supervised_loss(out, episode.support_y, episode.support_mask, loss_fn, {})[0]
-
+        support_loss = support_objective(net.apply, loss_fn, frozen, episode)
         phi = inner_loop(support_loss, adapted, rule, steps=inner_steps, first_order=True, unroll=unroll)
         return jax.lax.stop_gradient(combine(phi, frozen))
 
