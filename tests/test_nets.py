@@ -78,3 +78,50 @@ def test_bad_network_arguments():
         nets.conv4(downsample="avg")
     with pytest.raises(ValueError, match="hidden"):
         nets.mlp((0,), 1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [3, 7, 8])
+def test_patch_conv_equals_flax_conv(stride, size):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    conv, patch = nn.Conv(5, (3, 3), strides=(stride, stride), padding="SAME"), nets.PatchConv(5, stride)
+    params = conv.init(jax.random.key(1), x)
+    np.testing.assert_allclose(np.asarray(patch.apply(params, x)), np.asarray(conv.apply(params, x)), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_conv4_last_pool_option():
+    net = nets.conv4(last_pool=False)
+    p = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert net.apply(p, jnp.zeros((2, 28, 28, 1))).shape == (2, 3 * 3 * 64)
+
+
+def test_maml_meta_gradient_is_the_same_for_every_conv_lowering_and_batching():
+    import optax
+
+    from jaxmeta import learners, losses, scenarios, train
+
+    data = jax.random.uniform(jax.random.key(0), (6, 4, 8, 8, 1))
+    eps = scenarios.fewshot_episodes(jax.random.key(1), data, num_tasks=3, ways=2, shots=1, queries=2)
+    results = {}
+    for impl in ("xla", "im2col"):
+        net = nets.conv4(out=2, blocks=2, channels=4, downsample="stride", readout="mean", conv_impl=impl)
+        learner = learners.maml(net, losses.softmax_cross_entropy, inner_lr=0.4, inner_steps=2)
+        params = learner.init(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], eps))
+
+        def reference(p):  # a per-task loop, no batching machinery
+            total = 0.0
+            keys = jax.random.split(jax.random.key(3), 3)
+            for i in range(3):
+                ep = jax.tree_util.tree_map(lambda a: a[i], eps)
+                total = total + learner.loss(p, learner.adapt(p, ep, keys[i]), ep)[0]
+            return total / 3
+
+        results[(impl, "loop")] = jax.grad(reference)(params)
+        for batching in train.BATCHING:
+            objective = lambda p: train.episode_metrics(learner, p, eps, jax.random.key(3), batching)[0].mean()  # noqa
+            results[(impl, batching)] = jax.jit(jax.grad(objective))(params)
+    ref = jax.tree_util.tree_leaves(results[("xla", "loop")])
+    for name, grads in results.items():
+        for a, b in zip(ref, jax.tree_util.tree_leaves(grads)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-5, err_msg=str(name))

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxmeta.nets.base import Network, from_linen
-from jaxmeta.nets.layers import TaskBatchNorm, max_pool_2x2
+from jaxmeta.nets.layers import PatchConv, TaskBatchNorm, max_pool_2x2
 
 __all__ = ["conv4", "Conv4"]
 
@@ -22,6 +22,8 @@ class Conv4(nn.Module):
     downsample: str = "max_pool"
     norm: str = "batch"
     readout: str = "flatten"
+    conv_impl: str = "xla"
+    last_pool: bool = True
     dtype: Any = None
 
     @nn.compact
@@ -31,13 +33,16 @@ class Conv4(nn.Module):
         if self.dtype is not None:
             x = x.astype(self.dtype)
         for i in range(self.blocks):
-            strides = (2, 2) if self.downsample == "stride" else (1, 1)
-            x = nn.Conv(self.channels, (3, 3), strides=strides, padding="SAME", dtype=self.dtype,
-                        name=f"conv_{i}")(x)
+            stride = 2 if self.downsample == "stride" else 1
+            if self.conv_impl == "im2col":
+                x = PatchConv(self.channels, stride, dtype=self.dtype, name=f"conv_{i}")(x)
+            else:
+                x = nn.Conv(self.channels, (3, 3), strides=(stride, stride), padding="SAME", dtype=self.dtype,
+                            name=f"conv_{i}")(x)
             if self.norm == "batch":
                 x = TaskBatchNorm(dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.relu(x)
-            if self.downsample == "max_pool":
+            if self.downsample == "max_pool" and (self.last_pool or i < self.blocks - 1):
                 x = max_pool_2x2(x)
         if self.readout == "mean":
             x = x.mean(axis=(1, 2))
@@ -56,6 +61,8 @@ def conv4(
     downsample: str = "max_pool",
     norm: str = "batch",
     readout: str = "flatten",
+    conv_impl: str = "xla",
+    last_pool: bool = True,
     dtype: Any = None,
 ) -> Network:
     """The Conv-4 of MAML / ProtoNets as a pure :class:`~jaxmeta.nets.Network`.
@@ -76,6 +83,11 @@ def conv4(
         adaptation) or ``"none"``.
       readout: ``"flatten"`` or ``"mean"`` (global average over space, as MAML's
         reference code does on Omniglot).
+      conv_impl: ``"xla"`` (``lax.conv``) or ``"im2col"`` (patches + matmul,
+        :class:`jaxmeta.nets.PatchConv`): same parameters, same outputs; pick the
+        faster for your backend and batching (see benchmarks/).
+      last_pool: pool after the last block too (``False`` keeps the last
+        block's 3x3 map on 28x28 inputs: a 576-d embedding instead of 64-d).
       dtype: computation dtype (e.g. ``jnp.bfloat16``); params stay float32.
 
     Returns:
@@ -94,7 +106,9 @@ def conv4(
         raise ValueError(f"norm: expected 'batch' or 'none', got {norm!r}.")
     if readout not in ("flatten", "mean"):
         raise ValueError(f"readout: expected 'flatten' or 'mean', got {readout!r}.")
+    if conv_impl not in ("xla", "im2col"):
+        raise ValueError(f"conv_impl: expected 'xla' or 'im2col', got {conv_impl!r}.")
     if channels <= 0 or blocks <= 0:
         raise ValueError(f"channels and blocks must be positive, got {channels} and {blocks}.")
     return from_linen(Conv4(channels=channels, blocks=blocks, out=out, downsample=downsample, norm=norm,
-                            readout=readout, dtype=dtype))
+                            readout=readout, conv_impl=conv_impl, last_pool=last_pool, dtype=dtype))

@@ -96,7 +96,9 @@ def fit(
     Returns:
       :class:`FitResult` ``(state, history)``; ``history`` holds the records
       also written to ``workdir/metrics.jsonl``: ``{"step", "kind": "train" |
-      "eval", "elapsed", ...metrics}``.
+      "eval", "elapsed", ...metrics}``; train records also carry
+      ``train_seconds``, the time spent training (evaluation and checkpoint
+      writes excluded), summed over resumed sessions.
 
     Raises:
       FloatingPointError: the training loss became NaN/inf (the state is not
@@ -133,7 +135,7 @@ def fit(
         validate_episode(first, batched=True)
         state = init_state(learner, optimizer, init_key, first)
 
-    checkpointer, log_path, history, elapsed0 = None, None, [], 0.0
+    checkpointer, log_path, history, elapsed0, train0 = None, None, [], 0.0, 0.0
     if workdir is not None:
         from jaxmeta.train.checkpoint import Checkpointer
 
@@ -152,6 +154,7 @@ def fit(
             truncate_jsonl(log_path, int(state.step))
             history = read_jsonl(log_path)
             elapsed0 = max((r.get("elapsed", 0.0) for r in history), default=0.0)
+            train0 = max((r.get("train_seconds", 0.0) for r in history), default=0.0)
         elif os.path.exists(log_path):
             os.unlink(log_path)  # a log without a checkpoint belongs to no state we can continue
 
@@ -184,6 +187,7 @@ def fit(
     t = int(state.step)
     bar = progress_bar(num_steps, initial=min(t, num_steps), desc=desc, enabled=progress)
     start = time.perf_counter()
+    excluded = 0.0  # seconds spent evaluating and checkpointing, not training
     pending: List[dict] = []
     try:
         while t < num_steps:
@@ -201,15 +205,22 @@ def fit(
                         f"fit: the meta-training loss is {means['loss']} at step {t}; the run diverged. "
                         "Lower the outer or inner learning rate, or check the episodes for bad values."
                     )
-                elapsed = elapsed0 + time.perf_counter() - start
-                record({"step": t, "kind": "train", "elapsed": round(elapsed, 3), **means})
+                now = time.perf_counter() - start
+                record({"step": t, "kind": "train", "elapsed": round(elapsed0 + now, 3),
+                        "train_seconds": round(train0 + now - excluded, 3), **means})
                 bar.set_postfix_str(f"loss {means['loss']:.4g}")
             if eval_fn is not None and ((eval_every and t % eval_every == 0) or t == num_steps):
+                jax.block_until_ready(state)
+                t0 = time.perf_counter()
                 result = eval_fn(state.params)
+                excluded += time.perf_counter() - t0
                 record({"step": t, "kind": "eval", "elapsed": round(elapsed0 + time.perf_counter() - start, 3),
                         **result})
             if checkpoint_every and t % checkpoint_every == 0 and t != num_steps:
+                jax.block_until_ready(state)
+                t0 = time.perf_counter()
                 save(t)
+                excluded += time.perf_counter() - t0
         save(t)
     except KeyboardInterrupt:
         if int(state.step) % chunk == 0:

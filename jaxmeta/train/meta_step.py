@@ -299,7 +299,7 @@ def make_train_loop(
     *,
     steps: int,
     batching: str = "vmap",
-    unroll: int = 1,
+    unroll=None,
     mesh=None,
     axis_name: str = "episodes",
 ) -> Callable:
@@ -318,7 +318,12 @@ def make_train_loop(
       learner, optimizer, batching, mesh, axis_name: as :func:`make_meta_step`.
       sample_fn: on-device episode sampler.
       steps: meta-steps per call.
-      unroll: ``lax.scan`` unroll factor over meta-steps.
+      unroll: ``lax.scan`` unroll factor over meta-steps; ``None`` picks per
+        backend: fully unrolled on CPU (measured on the 2-core dev machine: a
+        rolled scan of Conv-4 ProtoNet steps ran 15x slower than unrolled,
+        1653 vs 109 ms/step, because XLA:CPU runs convolution gradients inside
+        a loop body on a slow path; compile time grows with ``steps``, so keep
+        ``steps`` modest on CPU), rolled (1) on GPU/TPU.
 
     Example:
       >>> import functools, jax, optax
@@ -340,6 +345,9 @@ def make_train_loop(
     def body(state, _, key):
         sample_key, step_key = step_keys(key, state.step)
         return raw(state, sample_fn(sample_key), step_key)
+
+    if unroll is None:
+        unroll = True if jax.default_backend() == "cpu" else 1
 
     @jax.jit
     def loop(state: MetaState, key: jax.Array):
