@@ -62,12 +62,24 @@ def _gradient_learners(kind):
     }
 
 
+def _metric_learners():
+    """Metric-based learners (classification only): embedding MLP without a head."""
+    emb = nets.mlp((8, 8), None)
+    return {
+        "protonet": lambda: learners.protonet(emb, num_ways=3),
+        "protonet_cosine": lambda: learners.protonet(emb, num_ways=3, distance="cosine", scale=5.0, learn_scale=True),
+        "matching_net": lambda: learners.matching_net(emb, num_ways=3),
+    }
+
+
 def learner_cases():
     """(id, kind, factory) for every learner the contract suite covers."""
     cases = []
     for kind in ("regression", "classification"):
         for name, factory in _gradient_learners(kind).items():
             cases.append(pytest.param(kind, factory, id=f"{name}-{kind}"))
+    for name, factory in _metric_learners().items():
+        cases.append(pytest.param("classification", factory, id=f"{name}-classification"))
     return cases
 
 

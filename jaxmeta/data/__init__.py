@@ -1,3 +1,39 @@
-"""Readers that find, verify and decode data sets on disk (no learners, no episodes)."""
+"""Readers that find, verify and decode data sets on disk (no learners, no episodes).
 
-__all__ = []
+The data location is ``data_dir=`` or the ``JAXMETA_DATA`` environment variable.
+"""
+
+from jaxmeta.data.files import RemoteFile, cache_root, checksum, data_root, fetch, verify
+from jaxmeta.data.omniglot import (
+    MINIMAL_TEST_ALPHABETS,
+    MINIMAL_TRAIN_ALPHABETS,
+    OMNIGLOT_FILES,
+    Omniglot,
+    load_omniglot,
+    omniglot_splits,
+    read_omniglot_zip,
+    resize_area,
+    select_alphabets,
+    with_rotations,
+)
+from jaxmeta.data.png import decode_png_gray
+
+__all__ = [
+    "RemoteFile",
+    "data_root",
+    "cache_root",
+    "checksum",
+    "verify",
+    "fetch",
+    "decode_png_gray",
+    "Omniglot",
+    "OMNIGLOT_FILES",
+    "MINIMAL_TRAIN_ALPHABETS",
+    "MINIMAL_TEST_ALPHABETS",
+    "load_omniglot",
+    "omniglot_splits",
+    "read_omniglot_zip",
+    "select_alphabets",
+    "with_rotations",
+    "resize_area",
+]

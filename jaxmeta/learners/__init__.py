@@ -3,6 +3,8 @@
 from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.inner import InnerRule, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
 from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
+from jaxmeta.learners.matching_net import matching_net
+from jaxmeta.learners.protonet import protonet
 from jaxmeta.learners.reptile import reptile
 
 __all__ = [
@@ -13,6 +15,8 @@ __all__ = [
     "anil",
     "maml_plus_plus",
     "reptile",
+    "protonet",
+    "matching_net",
     "inner_loop",
     "InnerRule",
     "sgd_rule",

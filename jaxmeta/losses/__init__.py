@@ -1,5 +1,30 @@
 """Plain ``jnp`` losses, distances and metrics; each returns per-example values."""
 
 from jaxmeta.losses.basic import accuracy, masked_mean, softmax_cross_entropy, squared_error
+from jaxmeta.losses.metric import (
+    batch_hard_triplet_loss,
+    contrastive_loss,
+    pairwise_cosine_distance,
+    pairwise_cosine_similarity,
+    pairwise_squared_euclidean,
+    prototype_logits,
+    prototypes,
+    prototypical_loss,
+    triplet_loss,
+)
 
-__all__ = ["squared_error", "softmax_cross_entropy", "accuracy", "masked_mean"]
+__all__ = [
+    "squared_error",
+    "softmax_cross_entropy",
+    "accuracy",
+    "masked_mean",
+    "pairwise_squared_euclidean",
+    "pairwise_cosine_similarity",
+    "pairwise_cosine_distance",
+    "prototypes",
+    "prototype_logits",
+    "prototypical_loss",
+    "triplet_loss",
+    "batch_hard_triplet_loss",
+    "contrastive_loss",
+]

@@ -1,0 +1,97 @@
+"""Prototypical Networks (Snell, Swersky & Zemel, 2017)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmeta.learners.base import MetaLearner
+from jaxmeta.learners.common import check_example_labels
+from jaxmeta.learners.maml import _check_network
+from jaxmeta.losses import accuracy, masked_mean, softmax_cross_entropy
+from jaxmeta.losses.metric import prototype_logits, prototypes
+from jaxmeta.nets import Network
+
+__all__ = ["protonet", "check_num_ways"]
+
+
+def check_num_ways(num_ways) -> int:
+    if int(num_ways) != num_ways or num_ways < 2:
+        raise ValueError(f"num_ways: expected an integer >= 2 (the static number of classes per episode), got {num_ways}.")
+    return int(num_ways)
+
+
+def protonet(
+    net: Network,
+    *,
+    num_ways: int,
+    distance: str = "euclidean",
+    scale: float = 1.0,
+    learn_scale: bool = False,
+) -> MetaLearner:
+    """Prototypical Networks as a :class:`MetaLearner`.
+
+    ``adapt`` embeds the support set and averages each class's embeddings into
+    a prototype (``task_params [N, D]``); ``loss`` is the cross-entropy of the
+    softmax over ``-scale * |f(x) - c|^2`` (``"euclidean"``) or
+    ``scale * cos(f(x), c)`` (``"cosine"``) for every query; ``predict``
+    returns those logits. Support and query are embedded in separate calls, so
+    batch-norm statistics never mix them (see :class:`jaxmeta.nets.TaskBatchNorm`).
+
+    Args:
+      net: the embedding network (e.g. ``nets.conv4()``).
+      num_ways: ``N``, the static number of classes per episode (build another
+        learner with the same params to test at another ``N``).
+      distance: ``"euclidean"`` (squared, as the paper) or ``"cosine"``.
+      scale: logit scale (temperature inverse); cosine similarities need a
+        scale around 10 to train well.
+      learn_scale: make the scale a meta-parameter (``meta_params["log_scale"]``).
+
+    Returns:
+      A :class:`MetaLearner`; ``meta_params = {"net": ...[, "log_scale": ...]}``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxmeta import Episode, learners, nets
+      >>> learner = learners.protonet(nets.mlp((16,), None), num_ways=2)
+      >>> ep = Episode(jnp.array([[0.0], [1.0]]), jnp.array([0, 1]), jnp.array([[0.1], [0.9]]), jnp.array([0, 1]))
+      >>> p = learner.init(jax.random.key(0), ep)
+      >>> learner.adapt(p, ep, jax.random.key(1)).shape
+      (2, 16)
+    """
+    net = _check_network(net)
+    num_ways = check_num_ways(num_ways)
+    if distance not in ("euclidean", "cosine"):
+        raise ValueError(f"distance: expected 'euclidean' or 'cosine', got {distance!r}.")
+    if not scale > 0:
+        raise ValueError(f"scale: expected a positive number, got {scale}.")
+
+    def current_scale(meta_params):
+        return jnp.exp(meta_params["log_scale"]) if learn_scale else scale
+
+    def init(key, example):
+        params = net.init(key, example.support_x)
+        out = jax.eval_shape(net.apply, params, example.support_x)
+        if len(out.shape) != 2:
+            raise ValueError(f"net: a ProtoNet embedding must be [B, D], got output shape {out.shape}; flatten it.")
+        check_example_labels((out.shape[0], num_ways), example)
+        meta = {"net": params}
+        if learn_scale:
+            meta["log_scale"] = jnp.log(jnp.asarray(scale, jnp.float32))
+        return meta
+
+    def adapt(meta_params, episode, key):
+        del key
+        emb = net.apply(meta_params["net"], episode.support_x)
+        return prototypes(emb, episode.support_y, num_ways, episode.support_mask)
+
+    def predict(meta_params, task_params, x):
+        emb = net.apply(meta_params["net"], x)
+        return prototype_logits(emb, task_params, distance, current_scale(meta_params))
+
+    def loss(meta_params, task_params, episode):
+        logits = predict(meta_params, task_params, episode.query_x)
+        value = masked_mean(softmax_cross_entropy(logits, episode.query_y), episode.query_mask)
+        return value, {"accuracy": masked_mean(accuracy(logits, episode.query_y), episode.query_mask)}
+
+    return MetaLearner(init, adapt, loss, predict)
