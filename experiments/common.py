@@ -37,8 +37,7 @@ def run_metadata() -> dict:
 
 def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one ``--flag`` per field of a config dataclass."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workdir", default=None, help="output folder (results, plots, checkpoints, logs)")
     parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests (minutes, not paper numbers)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -46,7 +45,7 @@ def parser_for(config_cls, description: str) -> argparse.ArgumentParser:
     for field in dataclasses.fields(config_cls):
         default = field.default
         flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help", "")
+        help_text = field.metadata.get("help", "").replace("%", "%%")
         if isinstance(default, bool):
             parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                                 help=f"{help_text} (true/false; default {default})")

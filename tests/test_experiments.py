@@ -35,3 +35,36 @@ def test_sinusoid_tiny_run_writes_results_and_plots(tmp_path):
 def test_sinusoid_rejects_unknown_method(tmp_path):
     with pytest.raises(ValueError, match="methods"):
         sinusoid.main(["--workdir", str(tmp_path), "--methods", "bogus"])
+
+
+def test_omniglot_help(capsys):
+    from experiments.omniglot import main as omniglot
+
+    with pytest.raises(SystemExit) as exit_info:
+        omniglot.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--metric-train-ways" in capsys.readouterr().out
+
+
+def test_omniglot_rejects_unknown_run(tmp_path):
+    from experiments.omniglot import main as omniglot
+
+    with pytest.raises(ValueError, match="cannot parse"):
+        omniglot.parse_run("protonet_5way")
+
+
+@pytest.mark.data
+def test_omniglot_tiny_run(tmp_path):
+    from experiments.omniglot import main as omniglot
+
+    args = ["--quick", "--workdir", str(tmp_path), "--metric-steps", "4", "--maml-steps", "2", "--steps-per-call",
+            "2", "--metric-train-ways", "5", "--maml-meta-batch", "2", "--test-episodes", "10", "--monitor-every",
+            "2", "--monitor-episodes", "10", "--maml-test-steps", "1", "--no-progress"]
+    assert omniglot.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    tests = results["results"]["protonet_1shot"]["tests"]
+    assert set(tests) == {"5-way 1-shot", "20-way 1-shot", "20-way 1-shot within-alphabet"}
+    assert tests["5-way 1-shot"]["accuracy"]["n"] == 10
+    assert "accuracy_1_steps" in results["results"]["maml_5w1s"]["tests"]["5-way 1-shot"]
+    assert results["split"]["test_classes"] == 106
+    assert (tmp_path / "learning_curves.png").exists()
