@@ -59,6 +59,7 @@ def _gradient_learners(kind):
         "maml_plus_plus": lambda: learners.maml_plus_plus(net, loss, inner_lr=0.05, inner_steps=3, **kw),
         "maml_learned_scalar_lr": lambda: learners.maml(net, loss, inner_lr=0.05, learn_inner_lr="scalar", **kw),
         "reptile": lambda: learners.reptile(net, loss, inner_lr=0.05, inner_steps=3, **kw),
+        "imaml": lambda: learners.imaml(net, loss, reg=2.0, inner_lr=0.05, inner_steps=3, cg_steps=3, **kw),
     }
 
 

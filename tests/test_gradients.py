@@ -142,3 +142,24 @@ def test_meta_sgd_multi_step_clamps_per_step_rates():
     longer = learners.maml_plus_plus(net, losses.squared_error, inner_steps=5, inner_lr=0.1)
     loss, _ = longer.loss(params, longer.adapt(params, ep, jax.random.key(1)), ep)
     assert np.isfinite(float(loss))
+
+
+def test_imaml_meta_gradient_matches_the_implicit_closed_form():
+    """Linear regression: L_s(w) = |Xs w - ys|^2 / n is quadratic with Hessian H = 2 Xs^T Xs / n, so
+    phi* = (H + reg I)^-1 (reg w + 2 Xs^T ys / n) and d L_q(phi*)/dw = (I + H/reg)^-1 grad L_q(phi*)."""
+    with jax.enable_x64(True):
+        ep = _linear_episode(jnp.float64)
+        reg = 2.0
+        learner = learners.imaml(_linear_net(), losses.squared_error, reg=reg, inner_lr=0.1, inner_steps=300,
+                                 cg_steps=10)
+        params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), learner.init(jax.random.key(0), ep))
+        w = np.asarray(params["net"]["kernel"])
+        xs, ys, xq, yq = (np.asarray(a) for a in ep[:4])
+        n, m = len(xs), len(xq)
+        hess = 2 * xs.T @ xs / n
+        phi = np.linalg.solve(hess + reg * np.eye(3), reg * w + 2 * xs.T @ ys / n)
+        np.testing.assert_allclose(np.asarray(learner.adapt(params, ep, None)["kernel"]), phi, rtol=1e-8)
+        grad_query = 2 / m * xq.T @ (xq @ phi - yq)
+        want = np.linalg.solve(np.eye(3) + hess / reg, grad_query)
+        got = jax.grad(_meta_objective(learner, ep))(params)["net"]["kernel"]
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-8, atol=1e-10)

@@ -2,6 +2,7 @@
 
 from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.inner import InnerRule, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
+from jaxmeta.learners.imaml import imaml
 from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
 from jaxmeta.learners.matching_net import matching_net
 from jaxmeta.learners.protonet import protonet
@@ -15,6 +16,7 @@ __all__ = [
     "anil",
     "maml_plus_plus",
     "reptile",
+    "imaml",
     "protonet",
     "matching_net",
     "inner_loop",
