@@ -4,6 +4,7 @@ from jaxmeta.train.checkpoint import Checkpointer
 from jaxmeta.train.evaluate import evaluate, summarize
 from jaxmeta.train.io import append_jsonl, progress_bar, read_jsonl, write_json
 from jaxmeta.train.loop import FitResult, fit
+from jaxmeta.train.sharding import episode_mesh, replicate, shard_episodes
 from jaxmeta.train.meta_step import (
     BATCHING,
     MetaState,
@@ -31,6 +32,9 @@ __all__ = [
     "fit",
     "FitResult",
     "Checkpointer",
+    "episode_mesh",
+    "shard_episodes",
+    "replicate",
     "write_json",
     "append_jsonl",
     "read_jsonl",

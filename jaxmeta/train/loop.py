@@ -158,6 +158,10 @@ def fit(
         elif os.path.exists(log_path):
             os.unlink(log_path)  # a log without a checkpoint belongs to no state we can continue
 
+    if mesh is not None:
+        from jaxmeta.train.sharding import replicate, shard_episodes
+
+        state = replicate(state, mesh)
     if device_sampling:
         loops = {}
 
@@ -172,6 +176,8 @@ def fit(
         def advance(state, n):
             sample_key, step_key = keys_at(loop_key, state.step)
             episodes = sample_fn(sample_key)
+            if mesh is not None:
+                episodes = shard_episodes(episodes, mesh)
             state, metrics = meta_step(state, episodes, step_key)
             return state, jax.tree_util.tree_map(lambda m: m[None], metrics)
 

@@ -1,0 +1,62 @@
+"""The sharded meta-step equals the single-device one (4 forced host devices, in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent('''
+    import functools, jax, jax.numpy as jnp, numpy as np, optax
+    assert jax.device_count() == 4, jax.devices()
+    from jaxmeta import learners, losses, nets, scenarios, train
+
+    for learner in (learners.maml(nets.mlp((16, 16), 1), losses.squared_error, inner_lr=0.05, inner_steps=2),
+                    learners.protonet(nets.mlp((16,), None), num_ways=3)):
+        if learner.init.__qualname__.startswith("protonet"):
+            data = jax.random.normal(jax.random.key(0), (10, 6, 5))
+            sample = functools.partial(scenarios.fewshot_episodes, data=data, num_tasks=8, ways=3, shots=2, queries=2)
+        else:
+            sample = functools.partial(scenarios.sinusoid, num_tasks=8, support_shots=5, query_shots=5)
+        opt = optax.adam(1e-2)
+        eps = sample(jax.random.key(1))
+        state = train.init_state(learner, opt, jax.random.key(2), eps)
+        single, m1 = train.make_meta_step(learner, opt)(state, eps, jax.random.key(3))
+        mesh = train.episode_mesh()
+        sharded_eps = train.shard_episodes(eps, mesh)
+        assert len(sharded_eps.support_x.sharding.device_set) == 4
+        multi, m4 = train.make_meta_step(learner, opt, mesh=mesh)(train.replicate(state, mesh), sharded_eps,
+                                                                  jax.random.key(3))
+        for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(multi)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-5)
+        # the compiled training loop with on-device sampling, sharded
+        loop1 = train.make_train_loop(learner, opt, sample, steps=3)
+        loop4 = train.make_train_loop(learner, opt, sample, steps=3, mesh=mesh)
+        s1, _ = loop1(state, jax.random.key(4))
+        s4, _ = loop4(train.replicate(state, mesh), jax.random.key(4))
+        for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s4)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-4)
+        # fit with a mesh gives the single-device result
+        f1 = train.fit(learner, opt, sample, key=jax.random.key(5), num_steps=4, log_every=2, progress=False)
+        f4 = train.fit(learner, opt, sample, key=jax.random.key(5), num_steps=4, log_every=2, progress=False, mesh=mesh)
+        for a, b in zip(jax.tree_util.tree_leaves(f1.state.params), jax.tree_util.tree_leaves(f4.state.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-4)
+    try:
+        train.shard_episodes(scenarios.sinusoid(jax.random.key(0), num_tasks=6, support_shots=2, query_shots=2),
+                             train.episode_mesh())
+    except ValueError as err:
+        assert "multiple of the 4 devices" in str(err)
+    else:
+        raise AssertionError("a meta-batch of 6 on 4 devices should be rejected")
+    print("SHARDED-OK")
+''')
+
+
+def test_sharded_meta_step_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SHARDED-OK" in proc.stdout
