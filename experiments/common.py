@@ -80,3 +80,14 @@ def pyplot():
         print("matplotlib is not installed (pip install 'jaxmeta[plots]'): skipping plots.", file=sys.stderr)
         return None
     return plt
+
+
+def compute_dtype(name: str):
+    """``"float32"`` -> None (the default), ``"bfloat16"`` -> jnp.bfloat16 for the networks' compute."""
+    import jax.numpy as jnp
+
+    if name == "float32":
+        return None
+    if name == "bfloat16":
+        return jnp.bfloat16
+    raise ValueError(f"compute_dtype: expected 'float32' or 'bfloat16', got {name!r}.")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import re
 import sys
@@ -69,6 +70,8 @@ class Config:
     test_queries: int = dataclasses.field(default=15, metadata={"help": "queries per class at test"})
     monitor_every: int = dataclasses.field(default=500, metadata={"help": "steps between monitoring evaluations"})
     monitor_episodes: int = dataclasses.field(default=200, metadata={"help": "episodes per monitoring evaluation"})
+    compute_dtype: str = dataclasses.field(default="float32", metadata={
+        "help": "float32 | bfloat16 (bfloat16 compute, float32 meta-parameters)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed"})
 
 
@@ -98,10 +101,11 @@ def test_configs(run: dict) -> List[Tuple[int, int, bool]]:
 
 
 def embedding(config: Config) -> nets.Network:
+    dtype = common.compute_dtype(config.compute_dtype)
     if config.metric_embedding == "conv4":
-        return nets.conv4()
+        return nets.conv4(dtype=dtype)
     if config.metric_embedding == "conv4_wide_out":
-        return nets.conv4(last_pool=False)
+        return nets.conv4(last_pool=False, dtype=dtype)
     raise ValueError(f"metric_embedding: expected conv4 or conv4_wide_out, got {config.metric_embedding!r}.")
 
 
@@ -112,7 +116,8 @@ def build_learner(config: Config, run: dict, ways: int, inner_steps: int | None 
         return learners.matching_net(embedding(config), num_ways=ways)
     # MAML's Omniglot network: stride-2 convs, spatial mean, a linear head with N outputs. im2col convs make
     # the vmapped per-task weights batched matmuls (see benchmarks/README.md).
-    net = nets.conv4(out=ways, downsample="stride", readout="mean", conv_impl="im2col")
+    net = nets.conv4(out=ways, downsample="stride", readout="mean", conv_impl="im2col",
+                     dtype=common.compute_dtype(config.compute_dtype))
     steps = config.maml_inner_steps if inner_steps is None else inner_steps
     return learners.maml(net, losses.softmax_cross_entropy, inner_lr=config.maml_inner_lr, inner_steps=steps,
                          first_order=run["method"] == "fomaml", metrics=ACC)
@@ -177,7 +182,8 @@ def run_one(config: Config, name: str, workdir: str, train_data, test_data, grou
                        checkpoint_every=config.monitor_every, progress=progress, desc=name)
     train_seconds = max((r.get("train_seconds", 0.0) for r in result.history), default=0.0)
     params = result.state.params
-    out = {"run": run, "train_seconds": train_seconds, "train_ways": train_ways, "tests": {}}
+    out = {"run": run, "train_seconds": train_seconds, "train_ways": train_ways, "steps": steps,
+           "config": dataclasses.asdict(config), "tests": {}}
     for ways, shots, within in test_configs(run):
         sample_test = test_sampler(config, test_data, groups, ways, shots, within, eval_batch(ways))
         label = f"{ways}-way {shots}-shot" + (" within-alphabet" if within else "")
@@ -244,16 +250,22 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
         for label, metrics in out["tests"].items():
             row = "  ".join(f"{k}: {100 * v['mean']:.2f}±{100 * v['ci95']:.2f}%" for k, v in metrics.items())
             print(f"{name:>16} | {label:<28} | {row} | train {out['train_seconds'] / 60:.1f} min", flush=True)
+    path = os.path.join(workdir, "results.json")
+    if os.path.exists(path):  # runs measured by earlier invocations in this workdir are kept
+        with open(path) as f:
+            previous = json.load(f)
+        if previous.get("protocol") == config.protocol:
+            results = {**{k: v for k, v in previous.get("results", {}).items() if k not in results}, **results}
     output = {
         "experiment": f"few-shot Omniglot, protocol {config.protocol}",
-        "config": dataclasses.asdict(config),
+        "protocol": config.protocol,
         "split": {"train_alphabets": sorted(set(train_set.alphabets)), "train_classes": len(train_set.characters),
                   "test_alphabets": sorted(set(test_set.alphabets)), "test_classes": len(test_set.characters)},
         "metric": f"accuracy on {config.test_episodes} test episodes ({config.test_queries} queries/class), 95% CI",
         "results": results,
         "metadata": common.run_metadata(),
     }
-    train.write_json(os.path.join(workdir, "results.json"), output)
+    train.write_json(path, output)
     plot_curves(histories, os.path.join(workdir, "learning_curves.png"))
     return output
 

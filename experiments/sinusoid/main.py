@@ -51,6 +51,8 @@ class Config:
     test_queries: int = dataclasses.field(default=100, metadata={"help": "query points per test task"})
     test_steps: Tuple[int, ...] = dataclasses.field(default=(1, 5, 10), metadata={"help": "inner steps at test"})
     steps_per_call: int = dataclasses.field(default=1000, metadata={"help": "meta-steps per compiled call"})
+    compute_dtype: str = dataclasses.field(default="float32", metadata={
+        "help": "float32 | bfloat16 (bfloat16 compute, float32 meta-parameters)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed"})
 
 
@@ -59,7 +61,7 @@ QUICK = {"steps": 400, "steps_per_call": 100, "test_tasks": 100}
 
 def build_learner(config: Config, method: str, inner_steps: int) -> learners.MetaLearner:
     """The learner for ``method`` with ``inner_steps`` inner steps (training or test time)."""
-    net = nets.mlp(config.hidden, 1)
+    net = nets.mlp(config.hidden, 1, dtype=common.compute_dtype(config.compute_dtype))
     if method == "maml":
         return learners.maml(net, losses.squared_error, inner_lr=config.inner_lr, inner_steps=inner_steps)
     if method == "fomaml":

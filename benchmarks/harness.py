@@ -1,0 +1,133 @@
+"""Shared benchmark plumbing: worker subprocesses, machine facts, matmul peak, tables, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    import jax
+
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_at_start": os.getloadavg(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    try:
+        from importlib.metadata import version
+
+        info["learn2learn"] = version("learn2learn")
+    except Exception:  # noqa: BLE001 - optional peer
+        info["learn2learn"] = None
+    return info
+
+
+def matmul_peak(sizes: Sequence[int] = (512, 1024, 2048), repeats: int = 10) -> dict:
+    """Measured float32 matmul throughput of XLA on this machine (GFLOP/s), best over sizes."""
+    import jax
+    import jax.numpy as jnp
+
+    best, rows = 0.0, {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, b).block_until_ready()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(a, b).block_until_ready()
+            times.append(time.perf_counter() - t)
+        gflops = 2 * n**3 / float(np.median(times)) / 1e9
+        rows[n] = gflops
+        best = max(best, gflops)
+    return {"peak_gflops": best, "by_size": rows}
+
+
+def run_worker(impl: str, config: dict, *, cores: Optional[Sequence[int]] = None, timeout: int = 1800,
+               check_gradient: bool = False, env: Optional[dict] = None) -> dict:
+    """Runs benchmarks.worker in a fresh process (optionally pinned to ``cores``); returns its result."""
+    cmd = [sys.executable, "-m", "benchmarks.worker", "--impl", impl, "--config", json.dumps(config)]
+    if check_gradient:
+        cmd.append("--check-gradient")
+    if cores is not None:
+        cmd = ["taskset", "-c", ",".join(str(c) for c in cores)] + cmd
+    full_env = dict(os.environ, **(env or {}))
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr or proc.stdout)[-1500:]
+    return {"error": f"exit {proc.returncode}: {tail}"}
+
+
+def fmt(value, spec: str = ".3g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and not np.isfinite(value):
+        return "-"
+    return format(value, spec)
+
+
+def print_table(rows: List[Dict], columns: Sequence[tuple], title: str = "") -> str:
+    """Prints rows as a Markdown table; ``columns`` = (header, key, format)."""
+    lines = []
+    if title:
+        lines.append(f"\n### {title}\n")
+    lines.append("| " + " | ".join(c[0] for c in columns) + " |")
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(c[1]), c[2] if len(c) > 2 else ".3g") for c in columns) + " |")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def write_results(name: str, payload: dict) -> str:
+    from jaxmeta.train import write_json
+
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    write_json(path, payload)
+    print(f"\nwrote {os.path.relpath(path, ROOT)}")
+    return path

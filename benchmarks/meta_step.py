@@ -1,0 +1,283 @@
+"""Throughput, compile time, FLOPs and memory of jaxmeta's compiled meta-step.
+
+Suites (each prints a Markdown table and is saved in benchmarks/results/meta_step_<backend>.json):
+
+* ``reference``: MAML, first-order MAML, Meta-SGD, ANIL and ProtoNets on the
+  reference configuration (Omniglot Conv-4, 5-way 1-shot, 15 queries per class,
+  meta-batch 32, one inner SGD step at lr 0.4, Adam outer), with XLA's FLOP
+  count and the achieved fraction of the measured matmul peak.
+* ``lowering``: how the episode batch is mapped (vmap / map / unroll) times how
+  convolutions are lowered (XLA conv / im2col), for second-order MAML.
+* ``sweep``: one factor at a time from the reference: meta-batch, ways, shots,
+  inner steps, first vs second order.
+* ``memory``: working memory of second-order MAML over 1, 5, 10, 20 inner
+  steps: plain, with ``remat=True``, iMAML, and learn2learn (when installed).
+* ``loop``: ProtoNets at meta-batch 4, a training loop compiled as one call
+  with on-device sampling against the host-sampled loop (one jitted step per
+  host iteration).
+* ``precision``: bfloat16 compute (float32 meta-parameters) against float32.
+* ``scaling``: the meta-step sharded over 1, 2 and 4 devices (on a CPU host
+  these are forced host devices sharing the same cores: a correctness and
+  overhead check, not a speed-up).
+
+Usage: ``python -m benchmarks.meta_step [--suites reference lowering ...] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import harness
+from benchmarks.peers import JAXMETA_CPU, REFERENCE
+
+SUITES = ("reference", "lowering", "sweep", "memory", "loop", "precision", "scaling")
+BEST = JAXMETA_CPU["omniglot"]
+
+
+def _ref(**overrides) -> dict:
+    cfg = dict(REFERENCE["omniglot"])
+    cfg.update(BEST)
+    cfg.update(overrides)
+    return cfg
+
+
+def _rows(configs, quick):
+    rows = []
+    for label, impl, cfg in configs:
+        if quick:
+            cfg = dict(cfg, steps=2, warmup=1, meta_batch=min(cfg["meta_batch"], 2))
+        row = harness.run_worker(impl, cfg)
+        row.update(label=label, **{k: cfg.get(k) for k in ("batching", "conv_impl", "meta_batch", "ways", "shots",
+                                                            "inner_steps", "first_order", "learner", "remat")})
+        if "error" in row:
+            print(f"  {label}: {row['error'][:400]}", file=sys.stderr)
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [("configuration", "label", "s"), ("s/step", "step_s_median", ".3g"), ("tasks/s", "tasks_per_s", ".3g"),
+           ("compile s", "compile_s", ".3g"), ("GFLOP/step", "gflop", ".3g"), ("GFLOP/s", "gflops_per_s", ".3g"),
+           ("% peak", "pct_peak", ".0f"), ("working mem MB", "working_mem_mb", ".0f"),
+           ("XLA temp MB", "xla_temp_mb", ".0f")]
+
+
+def _finish(rows, peak):
+    for row in rows:
+        if row.get("flops_per_step"):
+            row["gflop"] = row["flops_per_step"] / 1e9
+        if row.get("gflops_per_s"):
+            row["pct_peak"] = 100 * row["gflops_per_s"] / peak
+    return rows
+
+
+def suite_reference(quick, peak):
+    configs = [(name, "jaxmeta", _ref(learner=name)) for name in ("maml", "fomaml", "meta_sgd", "anil")]
+    configs.append(("protonet", "jaxmeta", _ref(learner="protonet", conv_impl="xla")))
+    rows = _finish(_rows(configs, quick), peak)
+    harness.print_table(rows, COLUMNS, "reference configuration, per learner")
+    return rows
+
+
+def suite_lowering(quick, peak):
+    configs = []
+    for batching in ("vmap", "map", "unroll"):
+        for conv in ("xla", "im2col"):
+            configs.append((f"{batching} + {conv}", "jaxmeta", _ref(batching=batching, conv_impl=conv)))
+    rows = _finish(_rows(configs, quick), peak)
+    harness.print_table(rows, COLUMNS, "second-order MAML: episode batching x conv lowering")
+    return rows
+
+
+def suite_sweep(quick, peak):
+    configs = []
+    for e in (4, 8, 16, 64):
+        configs.append((f"meta-batch {e}", "jaxmeta", _ref(meta_batch=e)))
+    configs.append(("20-way 1-shot", "jaxmeta", _ref(ways=20)))
+    configs.append(("5-way 5-shot", "jaxmeta", _ref(shots=5)))
+    configs.append(("20-way 5-shot", "jaxmeta", _ref(ways=20, shots=5)))
+    for s in (2, 5):
+        configs.append((f"{s} inner steps", "jaxmeta", _ref(inner_steps=s)))
+    configs.append(("first order", "jaxmeta", _ref(first_order=True)))
+    rows = _finish(_rows(configs, quick), peak)
+    harness.print_table(rows, COLUMNS, "one factor at a time from the reference (second-order MAML)")
+    return rows
+
+
+def suite_memory(quick, peak):
+    configs = []
+    steps_list = (1, 5) if quick else (1, 5, 10, 20)
+    for steps in steps_list:
+        base = _ref(inner_steps=steps, steps=3, warmup=1, meta_batch=8)
+        configs.append((f"maml {steps} steps", "jaxmeta", base))
+        configs.append((f"maml+remat {steps} steps", "jaxmeta", dict(base, remat=True)))
+        configs.append((f"imaml {steps} steps", "jaxmeta", dict(base, learner="imaml", inner_lr=0.1, reg=1.0)))
+        configs.append((f"learn2learn {steps} steps", "l2l", dict(base, steps=2)))
+    rows = _finish(_rows(configs, quick), peak)
+    for row in rows:
+        row["mem_mb"] = row.get("working_mem_mb")
+    harness.print_table(rows, COLUMNS, "memory over inner steps (second order, meta-batch 8, 15 queries)")
+    growth = {}
+    for prefix in ("maml", "maml+remat", "imaml", "learn2learn"):
+        mems = [r.get("working_mem_mb") for r in rows if r["label"].startswith(prefix + " ")]
+        if len(mems) >= 2 and mems[0] and mems[-1] is not None:
+            growth[prefix] = mems[-1] / mems[0]
+    print("growth from 1 to", steps_list[-1], "inner steps (working memory):",
+          {k: round(v, 2) for k, v in growth.items()})
+    return {"rows": rows, "growth": growth}
+
+
+LOOP_SCRIPT = r"""
+import functools, json, sys, time
+import jax, jax.numpy as jnp, numpy as np, optax
+from jaxmeta import learners, nets, scenarios, train
+steps, chunk, quick = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+rng = np.random.default_rng(0)
+data_np = rng.random((136 * 4, 20, 28, 28, 1), dtype=np.float32)
+data = jnp.asarray(data_np)
+ways, shots, queries, batch = 5, 1, 15, 4
+learner = learners.protonet(nets.conv4(), num_ways=ways)
+opt = optax.adam(1e-3)
+host_sample = functools.partial(scenarios.fewshot_episodes_numpy, data=data_np, num_tasks=batch, ways=ways, shots=shots, queries=queries)
+dev_sample = functools.partial(scenarios.fewshot_episodes, data=data, num_tasks=batch, ways=ways, shots=shots, queries=queries)
+state0 = train.init_state(learner, opt, jax.random.key(0), dev_sample(jax.random.key(1)))
+out = {}
+# host-sampled loop: NumPy sampler on the host, one jitted meta-step per iteration
+step = train.make_meta_step(learner, opt)
+keys = jax.jit(train.step_keys)
+state = state0
+for t in range(3):
+    sk, tk = keys(jax.random.key(2), t)
+    state, m = step(state, host_sample(sk), tk)
+jax.block_until_ready(state)
+t0 = time.perf_counter()
+for t in range(steps):
+    sk, tk = keys(jax.random.key(2), t)
+    state, m = step(state, host_sample(sk), tk)
+jax.block_until_ready(state)
+out["host_s_per_step"] = (time.perf_counter() - t0) / steps
+# compiled loop: `chunk` meta-steps with on-device sampling per call
+loop = train.make_train_loop(learner, opt, dev_sample, steps=chunk)
+t0 = time.perf_counter()
+state, m = loop(state0, jax.random.key(2)); jax.block_until_ready(state)
+out["compiled_first_call_s"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+for i in range(steps // chunk):
+    state, m = loop(state, jax.random.key(2))
+jax.block_until_ready(state)
+out["compiled_s_per_step"] = (time.perf_counter() - t0) / (steps // chunk * chunk)
+# per-step jit with on-device sampling (no host data, one dispatch per step)
+fused = jax.jit(lambda s, k: step(s, dev_sample(train.step_keys(k, s.step)[0]), train.step_keys(k, s.step)[1]))
+state, m = fused(state0, jax.random.key(2)); jax.block_until_ready(state)
+t0 = time.perf_counter()
+for i in range(steps):
+    state, m = fused(state, jax.random.key(2))
+jax.block_until_ready(state)
+out["device_per_step_jit_s_per_step"] = (time.perf_counter() - t0) / steps
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _run_script(script, args, env=None, timeout=3600):
+    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=harness.ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    return {"error": proc.stderr[-1500:]}
+
+
+def suite_loop(quick, peak):
+    steps, chunk = (20, 10) if quick else (200, 20)
+    r = _run_script(LOOP_SCRIPT, [steps, chunk, int(quick)])
+    rows = []
+    if "error" in r:
+        print(r["error"], file=sys.stderr)
+        return {"error": r["error"]}
+    for label, key in (("host-sampled loop (NumPy sampler, jitted step)", "host_s_per_step"),
+                       ("on-device sampling, one jitted call per step", "device_per_step_jit_s_per_step"),
+                       (f"compiled loop: {chunk} steps per call, on-device sampling", "compiled_s_per_step")):
+        rows.append({"label": label, "step_s": r[key], "speedup": r["host_s_per_step"] / r[key]})
+    harness.print_table(rows, [("ProtoNet 5-way 1-shot 15q, meta-batch 4", "label", "s"),
+                               ("s/step", "step_s", ".3g"), ("speed-up vs host loop", "speedup", ".2f")],
+                        "training loop: compiled with on-device sampling vs host-sampled")
+    return {"rows": rows, "raw": r}
+
+
+def suite_precision(quick, peak):
+    configs = []
+    for dtype in ("float32", "bfloat16"):
+        configs.append((f"maml {dtype}", "jaxmeta", _ref(dtype=dtype)))
+        configs.append((f"protonet {dtype}", "jaxmeta", _ref(learner="protonet", conv_impl="xla", dtype=dtype)))
+    rows = _finish(_rows(configs, quick), peak)
+    harness.print_table(rows, COLUMNS, "bfloat16 compute vs float32 (reference configuration)")
+    return rows
+
+
+SCALING_SCRIPT = r"""
+import json, sys, time
+import jax, jax.numpy as jnp, numpy as np, optax
+from jaxmeta import Episode, learners, losses, nets, train
+from benchmarks.worker import make_data
+cfg = json.loads(sys.argv[1])
+learner = learners.maml(nets.conv4(out=5, conv_impl=cfg["conv_impl"]), losses.softmax_cross_entropy, inner_lr=0.4, inner_steps=1)
+eps = Episode(*(jnp.asarray(a) for a in make_data(cfg)))
+opt = optax.adam(1e-3)
+state = train.init_state(learner, opt, jax.random.key(0), eps)
+mesh = train.episode_mesh()
+step = train.make_meta_step(learner, opt, mesh=mesh)
+state, eps = train.replicate(state, mesh), train.shard_episodes(eps, mesh)
+t0 = time.perf_counter(); s, m = step(state, eps, jax.random.key(1)); jax.block_until_ready(s); compile_s = time.perf_counter() - t0
+first_loss = float(m["loss"])
+times = []
+for i in range(cfg["steps"]):
+    t0 = time.perf_counter(); s, m = step(s, eps, jax.random.key(1)); jax.block_until_ready(s); times.append(time.perf_counter() - t0)
+print("RESULT " + json.dumps({"devices": jax.device_count(), "step_s_median": float(np.median(times)), "compile_s": compile_s, "loss": first_loss}))
+"""
+
+
+def suite_scaling(quick, peak):
+    rows = []
+    cfg = _ref(steps=3 if quick else 10, meta_batch=4 if quick else 32)
+    for n in (1, 2, 4):
+        r = _run_script(SCALING_SCRIPT, [json.dumps(cfg)],
+                        env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
+        r["label"] = f"{n} device(s)"
+        rows.append(r)
+    harness.print_table(rows, [("mesh", "label", "s"), ("s/step", "step_s_median", ".3g"),
+                               ("compile s", "compile_s", ".3g"), ("first-step loss", "loss", ".7g")],
+                        "sharded meta-step over forced host devices (same 2 cores: overhead check)")
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers mean nothing)")
+    parser.add_argument("--name", default=None, help="results file name")
+    args = parser.parse_args(argv)
+    machine = harness.machine_info()
+    peak = harness.matmul_peak()
+    print(f"machine: {machine['cpu']} x{machine['cpu_count']}, jax {machine['jax']} ({machine['backend']}); "
+          f"measured matmul peak {peak['peak_gflops']:.0f} GFLOP/s")
+    results = {"machine": machine, "matmul_peak": peak, "reference": _ref(), "suites": {}}
+    name = args.name or ("meta_step_quick" if args.quick else f"meta_step_{machine['backend']}")
+    path = os.path.join(harness.RESULTS, f"{name}.json")
+    if os.path.exists(path) and not args.quick:  # keep suites measured earlier, replace those run now
+        with open(path) as f:
+            results["suites"] = json.load(f).get("suites", {})
+    for suite in args.suites:
+        results["suites"][suite] = globals()[f"suite_{suite}"](args.quick, peak["peak_gflops"])
+        harness.write_results(name, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Runs ONE implementation of ONE meta-step configuration in this process and prints a JSON line.
+
+The harnesses (``meta_step.py``, ``peers.py``) start one worker process per
+measurement, so peak memory and compile caches never leak between rows.
+
+Implementations: ``jaxmeta`` (options ``batching``, ``conv_impl``, ``remat``,
+``learner`` in maml|fomaml|meta_sgd|anil|protonet|imaml, ``dtype``), ``l2l``
+(learn2learn's MAML, per-task loop), ``torchfunc_vmap`` and ``torchfunc_loop``
+(torch.func MAML with vmap over tasks, or a loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples the resident set size every 2 ms in a thread; ``peak - baseline`` is working memory."""
+
+    def __init__(self):
+        self.baseline = rss_bytes()
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.002)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def make_data(cfg: dict):
+    """The same random data for every implementation: ``(sx, sy, qx, qy)`` NumPy arrays."""
+    rng = np.random.default_rng(cfg.get("data_seed", 0))
+    e = cfg["meta_batch"]
+    if cfg["task"] == "sinusoid":
+        amp = rng.uniform(0.1, 5.0, (e, 1, 1))
+        phase = rng.uniform(0, np.pi, (e, 1, 1))
+        xs = rng.uniform(-5, 5, (e, cfg["shots"], 1))
+        xq = rng.uniform(-5, 5, (e, cfg["queries"], 1))
+        return tuple(a.astype(np.float32) for a in (xs, amp * np.sin(xs - phase), xq, amp * np.sin(xq - phase)))
+    n, k, q = cfg["ways"], cfg["shots"], cfg["queries"]
+    size = cfg.get("image_size", 28)
+    sx = rng.random((e, n * k, size, size, 1), dtype=np.float32)
+    qx = rng.random((e, n * q, size, size, 1), dtype=np.float32)
+    sy = np.tile(np.repeat(np.arange(n), k), (e, 1)).astype(np.int32)
+    qy = np.tile(np.repeat(np.arange(n), q), (e, 1)).astype(np.int32)
+    return sx, sy, qx, qy
+
+
+def _summary(times, cfg, extra):
+    t = np.asarray(times)
+    out = {
+        "step_s_median": float(np.median(t)),
+        "step_s_p25": float(np.percentile(t, 25)),
+        "step_s_p75": float(np.percentile(t, 75)),
+        "step_s_min": float(t.min()),
+        "steps_timed": int(t.size),
+        "tasks_per_s": cfg["meta_batch"] / float(np.median(t)),
+    }
+    out.update(extra)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- jaxmeta
+
+
+def jax_learner(cfg: dict):
+    import jax.numpy as jnp
+
+    from jaxmeta import learners, losses, nets
+
+    dtype = {"float32": None, "bfloat16": jnp.bfloat16}[cfg.get("dtype", "float32")]
+    regression = cfg["task"] == "sinusoid"
+    learner_name = cfg.get("learner", "maml")
+    if regression:
+        net = nets.mlp((40, 40), 1, dtype=dtype)
+        loss = losses.squared_error
+    elif learner_name == "protonet":
+        net = nets.conv4(downsample=cfg.get("downsample", "max_pool"), conv_impl=cfg.get("conv_impl", "xla"),
+                         dtype=dtype)
+        return learners.protonet(net, num_ways=cfg["ways"]), net
+    else:
+        net = nets.conv4(out=cfg["ways"], downsample=cfg.get("downsample", "max_pool"),
+                         conv_impl=cfg.get("conv_impl", "xla"), dtype=dtype)
+        loss = losses.softmax_cross_entropy
+    common = dict(inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"])
+    if learner_name == "maml":
+        return learners.maml(net, loss, first_order=cfg.get("first_order", False), remat=cfg.get("remat", False),
+                             **common), net
+    if learner_name == "fomaml":
+        return learners.fomaml(net, loss, **common), net
+    if learner_name == "meta_sgd":
+        return learners.meta_sgd(net, loss, **common), net
+    if learner_name == "anil":
+        return learners.anil(net, loss, **common), net
+    if learner_name == "imaml":
+        return learners.imaml(net, loss, reg=cfg.get("reg", 1.0), inner_lr=cfg["inner_lr"],
+                              inner_steps=cfg["inner_steps"], cg_steps=cfg.get("cg_steps", 5)), net
+    raise ValueError(f"unknown learner {learner_name!r}")
+
+
+def run_jaxmeta(cfg: dict) -> dict:
+    import jax
+    import optax
+
+    from jaxmeta import Episode, train
+
+    learner, _ = jax_learner(cfg)
+    sx, sy, qx, qy = make_data(cfg)
+    episodes = Episode(*(jax.numpy.asarray(a) for a in (sx, sy, qx, qy)))
+    opt = optax.adam(cfg.get("outer_lr", 1e-3))
+    state = train.init_state(learner, opt, jax.random.key(0), episodes)
+    step = train.make_meta_step(learner, opt, batching=cfg.get("batching", "vmap"))
+    key = jax.random.key(1)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, episodes, key).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    mem = compiled.memory_analysis()
+    xla_temp = int(getattr(mem, "temp_size_in_bytes", 0)) if mem is not None else 0
+    for _ in range(cfg.get("warmup", 2)):
+        state, m = compiled(state, episodes, key)
+    jax.block_until_ready(state)
+    times = []
+    with PeakRSS() as mem_rss:
+        for _ in range(cfg["steps"]):
+            t = time.perf_counter()
+            state, m = compiled(state, episodes, key)
+            jax.block_until_ready(state)
+            times.append(time.perf_counter() - t)
+    med = float(np.median(times))
+    return _summary(times, cfg, {
+        "compile_s": compile_s,
+        "flops_per_step": flops,
+        "gflops_per_s": flops / med / 1e9 if np.isfinite(flops) else None,
+        "working_mem_mb": (mem_rss.peak - mem_rss.baseline) / 2**20,
+        "xla_temp_mb": xla_temp / 2**20,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loss": float(m["loss"]),
+    })
+
+
+def jax_meta_gradient(cfg: dict):
+    """jaxmeta's meta-gradient and initial params for the gradient check of the peers."""
+    import jax
+
+    from jaxmeta import Episode, train
+
+    learner, _ = jax_learner(cfg)
+    eps = Episode(*(jax.numpy.asarray(a) for a in make_data(cfg)))
+    params = learner.init(jax.random.key(0), jax.tree_util.tree_map(lambda a: a[0], eps))
+
+    def objective(p):
+        return train.episode_metrics(learner, p, eps, jax.random.key(1), "vmap")[0].mean()
+
+    return params["net"], jax.jit(jax.grad(objective))(params)["net"]
+
+
+# ----------------------------------------------------------------------------------------------- torch peers
+
+
+def torch_setup(cfg: dict, impl: str, params):
+    import torch
+
+    import benchmarks.peers_torch as pt
+
+    torch.manual_seed(0)
+    regression = cfg["task"] == "sinusoid"
+    model = pt.TorchMLP() if regression else pt.TorchConv4(cfg["ways"], downsample=cfg.get("downsample", "max_pool"))
+    if params is not None:
+        pt.load_jax_params(model, params)
+    kw = dict(inner_lr=cfg["inner_lr"], inner_steps=cfg["inner_steps"], first_order=cfg.get("first_order", False),
+              outer_lr=cfg.get("outer_lr", 1e-3), regression=regression)
+    if impl == "l2l":
+        step, meta_gradient = pt.make_l2l_step(model, **kw)
+    else:
+        step, meta_gradient = pt.make_torchfunc_step(model, use_vmap=impl == "torchfunc_vmap", **kw)
+    sx, sy, qx, qy = make_data(cfg)
+    if not regression:  # NHWC -> NCHW, int labels
+        sx, qx = (np.ascontiguousarray(np.transpose(a, (0, 1, 4, 2, 3))) for a in (sx, qx))
+        batch = (torch.from_numpy(sx), torch.from_numpy(sy).long(), torch.from_numpy(qx), torch.from_numpy(qy).long())
+    else:
+        batch = tuple(torch.from_numpy(a) for a in (sx, sy, qx, qy))
+    return step, meta_gradient, batch
+
+
+def run_torch(cfg: dict, impl: str) -> dict:
+    import torch
+
+    torch.set_num_threads(int(cfg.get("threads", os.cpu_count())))
+    step, _, batch = torch_setup(cfg, impl, None)
+    t0 = time.perf_counter()
+    step(batch)
+    first_s = time.perf_counter() - t0
+    for _ in range(cfg.get("warmup", 2) - 1):
+        step(batch)
+    times = []
+    with PeakRSS() as mem_rss:
+        for _ in range(cfg["steps"]):
+            t = time.perf_counter()
+            step(batch)
+            times.append(time.perf_counter() - t)
+    return _summary(times, cfg, {
+        "compile_s": first_s,
+        "working_mem_mb": (mem_rss.peak - mem_rss.baseline) / 2**20,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch": torch.__version__,
+    })
+
+
+def check_gradient(cfg: dict, impl: str) -> dict:
+    """Max relative difference between a peer's meta-gradient and jaxmeta's (same weights, same data)."""
+    import torch
+
+    params, jgrad = jax_meta_gradient(cfg)
+    _, meta_gradient, batch = torch_setup(cfg, impl, params)
+    tgrad = meta_gradient(batch)
+    # map torch names back to jaxmeta leaves
+    ref, got = [], []
+    if cfg["task"] == "sinusoid":
+        names = {f"hidden.{i}": f"hidden_{i}" for i in range(2)}
+        names["head"] = "head"
+        for tname, g in tgrad.items():
+            module, kind = tname.rsplit(".", 1)
+            jl = jgrad[names[module]]["kernel" if kind == "weight" else "bias"]
+            got.append(g.numpy().T if kind == "weight" else g.numpy())
+            ref.append(np.asarray(jl))
+    else:
+        for tname, g in tgrad.items():
+            module, kind = tname.rsplit(".", 1)
+            if module == "head":
+                jl = jgrad["head"]["kernel" if kind == "weight" else "bias"]
+                got.append(g.numpy().T if kind == "weight" else g.numpy())
+            else:
+                idx = int(module.split(".")[1])
+                layer = f"conv_{idx // 2}" if idx % 2 == 0 else f"norm_{idx // 2}"
+                leaf = {"conv": {"weight": "kernel", "bias": "bias"}, "norm": {"weight": "scale", "bias": "bias"}}
+                jl = jgrad[layer][leaf[layer.split("_")[0]][kind]]
+                arr = g.numpy()
+                got.append(np.transpose(arr, (2, 3, 1, 0)) if arr.ndim == 4 else arr)
+            ref.append(np.asarray(jl))
+    scale = max(float(np.abs(r).max()) for r in ref)
+    err = max(float(np.abs(r - g).max()) for r, g in zip(ref, got)) / scale
+    return {"max_abs_diff_over_max_grad": err}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--impl", required=True, help="jaxmeta | l2l | torchfunc_vmap | torchfunc_loop")
+    parser.add_argument("--config", required=True, help="JSON configuration")
+    parser.add_argument("--check-gradient", action="store_true", help="compare the meta-gradient with jaxmeta's")
+    args = parser.parse_args(argv)
+    cfg = json.loads(args.config)
+    if args.check_gradient:
+        out = check_gradient(cfg, args.impl)
+    elif args.impl == "jaxmeta":
+        out = run_jaxmeta(cfg)
+    else:
+        out = run_torch(cfg, args.impl)
+    print("RESULT " + json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
