@@ -2,7 +2,9 @@
 
 from jaxmeta.nets.base import Network, from_linen
 from jaxmeta.nets.conv import Conv4, conv4
+from jaxmeta.nets.embedding import EmbeddingMLP, decision_layers, embedding_mlp
 from jaxmeta.nets.layers import TaskBatchNorm, max_pool_2x2
 from jaxmeta.nets.mlp import MLP, mlp
 
-__all__ = ["Network", "from_linen", "mlp", "MLP", "conv4", "Conv4", "TaskBatchNorm", "max_pool_2x2"]
+__all__ = ["Network", "from_linen", "mlp", "MLP", "conv4", "Conv4", "embedding_mlp", "EmbeddingMLP", "decision_layers",
+           "TaskBatchNorm", "max_pool_2x2"]

@@ -3,6 +3,30 @@
 Scenarios never import learners; they only produce task arrays.
 """
 
+from jaxmeta.scenarios.coldstart import (
+    SCENARIOS as COLDSTART_SCENARIOS,
+    ColdStartData,
+    ColdStartEpisodes,
+    ColdStartSplit,
+    coldstart_data,
+    coldstart_episodes,
+    coldstart_sampler,
+    coldstart_split,
+    synthetic_ratings,
+)
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
 
-__all__ = ["sinusoid", "SinusoidTasks", "sinusoid_values"]
+__all__ = [
+    "sinusoid",
+    "SinusoidTasks",
+    "sinusoid_values",
+    "coldstart_data",
+    "coldstart_split",
+    "coldstart_episodes",
+    "coldstart_sampler",
+    "ColdStartData",
+    "ColdStartSplit",
+    "ColdStartEpisodes",
+    "COLDSTART_SCENARIOS",
+    "synthetic_ratings",
+]
