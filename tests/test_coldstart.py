@@ -181,6 +181,25 @@ def test_sampler_is_pure_jax_deterministic_and_uses_training_ratings_only(toy):
     assert dropped > 0
     with pytest.raises(ValueError, match="support_shots"):
         coldstart.coldstart_sampler(data, split, num_tasks=4, support_shots=(6, 3))
+    with pytest.raises(ValueError, match="rating_shift"):
+        coldstart.coldstart_sampler(data, split, num_tasks=4, rating_shift=-1.0)
+
+
+def test_rating_shift_moves_a_whole_task_by_one_offset(toy):
+    data, split = toy
+    plain = coldstart.coldstart_sampler(data, split, num_tasks=32, support_shots=3, query_shots=4)
+    shifted = coldstart.coldstart_sampler(data, split, num_tasks=32, support_shots=3, query_shots=4, rating_shift=1.0)
+    a, b = plain(jax.random.key(7)), shifted(jax.random.key(7))
+    np.testing.assert_array_equal(a.support_x, b.support_x)  # same users and items, only targets move
+    offsets = []
+    for ya, yb, m in ((a.support_y, b.support_y, a.support_mask), (a.query_y, b.query_y, a.query_mask)):
+        d = np.asarray(yb - ya)[..., 0]
+        m = np.asarray(m) > 0
+        offsets.append(np.where(m, d, np.nan))
+    both = np.concatenate(offsets, 1)
+    per_task = np.nanmean(both, 1)
+    np.testing.assert_allclose(both, np.where(np.isnan(both), np.nan, per_task[:, None]), atol=1e-5)
+    assert np.abs(per_task).max() <= 1.0 and np.std(per_task) > 0.1
 
 
 # ------------------------------------------------------------------ network
@@ -197,7 +216,7 @@ def test_embedding_mlp_and_decision_layer_adaptation(toy):
     assert sorted(meta["net"]) == ["embed_0", "embed_1", "embed_2", "embed_3", "embed_4", "embed_5", "embed_dense",
                                    "head", "hidden_0", "hidden_1"]
     np.testing.assert_allclose(meta["net"]["head"]["bias"], [3.5])
-    adapted = learner.adapt(meta, ep, jax.random.key(2))
+    adapted = jax.jit(learner.adapt)(meta, ep, jax.random.key(2))
     for name in meta["net"]:
         same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(meta["net"][name]),
                                                         jax.tree_util.tree_leaves(adapted[name])))
@@ -297,14 +316,14 @@ def test_coldstart_help(capsys):
 def test_coldstart_tiny_run_writes_results_and_plot(tmp_path):
     from experiments.coldstart import main as coldstart_main
 
+    methods = ["maml", "pretrained", "finetuned", "global_mean", "item_mean"]
     args = ["--quick", "--workdir", str(tmp_path), "--steps", "4", "--steps-per-call", "2", "--no-progress",
-            "--shots", "5", "10", "--scenarios", "new_user_existing_item", "new_user_new_item",
-            "--methods", "maml", "meta_sgd", "pretrained", "finetuned", "global_mean", "item_mean",
+            "--shots", "5", "10", "--scenarios", "new_user_existing_item", "--methods", *methods,
             "--hidden", "8", "--embed-dim", "4", "--finetune-steps", "2", "--inner-steps", "1"]
     assert coldstart_main.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     cell = results["results"]["new_user_existing_item"]["10"]
-    assert set(cell) == {"maml", "meta_sgd", "pretrained", "finetuned", "global_mean", "item_mean"}
+    assert set(cell) == set(methods)
     for method in cell.values():
         assert set(method) == {"mae", "rmse", "ndcg3"}
         assert np.isfinite(method["mae"]["mean"]) and method["mae"]["n"] == results["users"]["new_user_existing_item"]["10"]["users"]
