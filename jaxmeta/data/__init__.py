@@ -16,6 +16,17 @@ from jaxmeta.data.omniglot import (
     select_alphabets,
     with_rotations,
 )
+from jaxmeta.data.movielens import (
+    ML100K_FILES,
+    ML100K_SHA256,
+    ML100K_URL,
+    MovieLens,
+    download_movielens_100k,
+    extract_movielens_100k,
+    find_movielens_100k,
+    load_movielens_100k,
+    verify_movielens_files,
+)
 from jaxmeta.data.png import decode_png_gray
 
 __all__ = [
@@ -36,4 +47,13 @@ __all__ = [
     "select_alphabets",
     "with_rotations",
     "resize_area",
+    "MovieLens",
+    "load_movielens_100k",
+    "find_movielens_100k",
+    "download_movielens_100k",
+    "extract_movielens_100k",
+    "verify_movielens_files",
+    "ML100K_URL",
+    "ML100K_SHA256",
+    "ML100K_FILES",
 ]

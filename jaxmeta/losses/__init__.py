@@ -1,6 +1,7 @@
 """Plain ``jnp`` losses, distances and metrics; each returns per-example values."""
 
 from jaxmeta.losses.basic import accuracy, masked_mean, softmax_cross_entropy, squared_error
+from jaxmeta.losses.ranking import absolute_error, ndcg_at_k
 from jaxmeta.losses.metric import (
     batch_hard_triplet_loss,
     contrastive_loss,
@@ -27,4 +28,6 @@ __all__ = [
     "triplet_loss",
     "batch_hard_triplet_loss",
     "contrastive_loss",
+    "absolute_error",
+    "ndcg_at_k",
 ]

@@ -5,6 +5,17 @@ Scenarios never import learners; they only produce task arrays.
 
 from jaxmeta.scenarios.augment import augment_episodes, random_affine
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes, fewshot_episodes_numpy, numpy_rng
+from jaxmeta.scenarios.coldstart import (
+    SCENARIOS as COLDSTART_SCENARIOS,
+    ColdStartData,
+    ColdStartEpisodes,
+    ColdStartSplit,
+    coldstart_data,
+    coldstart_episodes,
+    coldstart_sampler,
+    coldstart_split,
+    synthetic_ratings,
+)
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
 
 __all__ = [
@@ -17,4 +28,13 @@ __all__ = [
     "numpy_rng",
     "random_affine",
     "augment_episodes",
+    "coldstart_data",
+    "coldstart_split",
+    "coldstart_episodes",
+    "coldstart_sampler",
+    "ColdStartData",
+    "ColdStartSplit",
+    "ColdStartEpisodes",
+    "COLDSTART_SCENARIOS",
+    "synthetic_ratings",
 ]

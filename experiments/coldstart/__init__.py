@@ -1,0 +1,1 @@
+"""Cold-start recommendation on MovieLens-100K (``python -m experiments.coldstart``)."""

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.coldstart.main import main
+
+sys.exit(main())
