@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from conftest import classification_episodes, regression_episodes
-from jaxmeta import Episode, learners, losses, nets, scenarios, train
+from jaxmeta import learners, losses, scenarios, train
 from jaxmeta.episodes import take_episodes
 
 SMALL = dict(encoder_hidden=(16, 16), decoder_hidden=(16,))

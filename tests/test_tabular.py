@@ -124,3 +124,13 @@ def test_letter_reader_rejects_a_corrupt_file(tmp_path):
     (tmp_path / "uci" / "letter.csv").write_text("Cat 1\n1\n")
     with pytest.raises(ValueError, match="sha256"):
         data.load_letter(str(tmp_path))
+
+
+def test_rows_are_drawn_uniformly():
+    X = np.arange(10, dtype=np.float32)[:, None]  # row id as the feature
+    eps = scenarios.tabular_regression(X, np.zeros(10), shots=1, queries=2, num_tasks=4000)(jax.random.key(0))
+    support = np.asarray(eps.support_x[:, 0, 0]).astype(int)
+    every = np.concatenate([support[:, None], np.asarray(eps.query_x[:, :, 0]).astype(int)], 1)
+    assert all(len(set(r)) == 3 for r in every.tolist())  # without replacement
+    np.testing.assert_allclose(np.bincount(support, minlength=10) / 4000, 0.1, atol=0.02)  # support slot uniform
+    np.testing.assert_allclose(np.bincount(every.ravel(), minlength=10) / 4000, 0.3, atol=0.03)

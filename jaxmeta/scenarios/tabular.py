@@ -18,7 +18,7 @@ sampler only gathers rows. Scenario code builds arrays and nothing else.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,10 +64,23 @@ def _index_table(codes: np.ndarray, num: int, needed: int):
 
 
 def _draw_rows(key, table_row, count, n: int):
-    """``n`` distinct row indices from the first ``count`` entries of ``table_row`` (uniformly)."""
-    scores = jax.random.uniform(key, table_row.shape)
-    scores = jnp.where(jnp.arange(table_row.shape[0]) < count, scores, 2.0)  # padding sorts last
-    return table_row[jnp.argsort(scores)[:n]]
+    """``n`` distinct entries of ``table_row[:count]``, uniformly at random and in random order.
+
+    Floyd's algorithm: ``n`` steps whatever the size of the row (a sort over a
+    large group would dominate a training step), then a shuffle of the ``n``.
+    """
+    k_floyd, k_perm = jax.random.split(key)
+    keys = jax.random.split(k_floyd, n)
+    slots = jnp.arange(n)
+
+    def body(i, chosen):
+        j = count - n + i
+        t = jax.random.randint(keys[i], (), 0, j + 1)
+        taken = jnp.any((chosen == t) & (slots < i))
+        return chosen.at[i].set(jnp.where(taken, j, t))
+
+    chosen = jax.lax.fori_loop(0, n, body, jnp.full((n,), -1, jnp.int32))
+    return table_row[jax.random.permutation(k_perm, chosen)]
 
 
 def tabular_classification(X, y, *, ways: int, shots: int, queries: int, num_tasks: int) -> Callable[[jax.Array], Episode]:
@@ -128,6 +141,7 @@ def tabular_classification(X, y, *, ways: int, shots: int, queries: int, num_tas
         support, query = rows[:, :shots].reshape(-1), rows[:, shots:].reshape(-1)
         return Episode(X_d[support], jnp.repeat(labels, shots), X_d[query], jnp.repeat(labels, queries))
 
+    @jax.jit
     def sample(key: jax.Array) -> Episode:
         return jax.vmap(one)(jax.random.split(key, num_tasks))
 
@@ -221,6 +235,7 @@ def tabular_regression(
         aux = {"group": eligible_d[g]} if group_ids else None
         return Episode(X_d[support], y_d[support], X_d[query], y_d[query], aux=aux)
 
+    @jax.jit
     def sample(key: jax.Array) -> Episode:
         return jax.vmap(one)(jax.random.split(key, num_tasks))
 
