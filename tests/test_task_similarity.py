@@ -114,3 +114,16 @@ def test_warm_start_starts_from_the_neighbours():
         learners.warm_start(zero_steps, bank, learners.moment_embedding, mix=2.0)
     with pytest.raises(TypeError, match="bank"):
         learners.warm_start(zero_steps, {"embeddings": embeddings}, learners.moment_embedding)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_tasks_ranks_by_task_similarity(metric):
+    rng = np.random.default_rng(0)
+    emb = jnp.asarray(rng.normal(size=(30, 6)), jnp.float32)
+    bank = learners.task_bank(emb, {"w": jnp.zeros(30)})
+    query = jnp.asarray(rng.normal(size=6), jnp.float32)
+    sims = learners.task_similarity((query - bank.center) / bank.scale, (emb - bank.center) / bank.scale,
+                                    metric=metric)
+    idx, w = learners.nearest_tasks(bank, query, k=4, metric=metric, temperature=0.5)
+    np.testing.assert_array_equal(np.asarray(idx), np.argsort(-np.asarray(sims))[:4])
+    np.testing.assert_allclose(np.asarray(w), np.asarray(jax.nn.softmax(jnp.sort(sims)[::-1][:4] / 0.5)), rtol=1e-4)

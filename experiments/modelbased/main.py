@@ -107,18 +107,26 @@ def _fit(learner, sample, key, steps, workdir, config, *, progress, fresh, desc,
     return result, seconds
 
 
+def _median(values) -> float:
+    """Median with diverged (NaN) tasks counted as the worst possible value."""
+    v = np.asarray(values, np.float64)
+    return float(np.median(np.where(np.isnan(v), np.inf, v)))
+
+
 def _summary(values) -> dict:
-    return train.summarize(np.asarray(values))
+    return {**train.summarize(np.asarray(values)), "median": _median(values)}
 
 
 def _paired(a, b) -> dict:
-    """Mean and 95% CI of the per-task difference ``a - b`` (same tasks)."""
+    """Mean (95% CI) and median of the per-task difference ``a - b`` (same tasks; negative: ``a`` is better)."""
     return _summary(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
 def _evaluate(learner, params, episodes, key, metric="loss") -> Tuple[dict, np.ndarray]:
+    """Every metric's summary (mean, 95% CI, median, diverged count) and the per-task values of ``metric``."""
     out = train.evaluate(learner, params, episodes, key=key, batch_size=200, return_values=True, nan_policy="report")
-    return {k: v for k, v in out.items() if k != "values"}, out["values"][metric]
+    values = out.pop("values")
+    return {k: {**v, "median": _median(values[k])} for k, v in out.items()}, values[metric]
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -377,11 +385,13 @@ def plot_summary(output: dict, workdir: str) -> None:
     for method in SINUSOID_METHODS:
         if method not in sin[f"K={shots[0]}"]:
             continue
-        pick = (lambda r: r["10_steps"]["mse"]) if method in ("maml", "meta_sgd") else (lambda r: r["mse"])
-        stats = [pick(sin[f"K={k}"][method]) for k in shots]
-        label = f"{method} (10 steps)" if method in ("maml", "meta_sgd") else f"{method} (one pass)"
-        ax.errorbar(shots, [s["mean"] for s in stats], yerr=[s["ci95"] for s in stats], marker="o", capsize=3,
-                    label=label)
+        # Meta-SGD's learned rates are trained for one step; more steps diverge on part of the tasks
+        steps = {"maml": "10_steps", "meta_sgd": "1_steps"}.get(method)
+        stats = [sin[f"K={k}"][method][steps]["mse"] if steps else sin[f"K={k}"][method]["mse"] for k in shots]
+        label = {"10_steps": f"{method} (10 steps)", "1_steps": f"{method} (1 step)"}.get(steps,
+                                                                                       f"{method} (one forward pass)")
+        ax.errorbar(shots, [float(s["mean"]) for s in stats], yerr=[float(s["ci95"]) for s in stats], marker="o",
+                    capsize=3, label=label)
     ax.set_xlabel("support points K")
     ax.set_ylabel("query MSE (95% CI)")
     ax.set_yscale("log")
@@ -409,12 +419,22 @@ def plot_summary(output: dict, workdir: str) -> None:
         for j, key in enumerate(step_keys):
             steps = int(key.split("_")[0])
             stats = [rows[n][key] for n in names]
-            ax.bar(x + width * (j - (len(step_keys) - 1) / 2), [s["mean"] for s in stats], width,
-                   yerr=[s["ci95"] for s in stats], capsize=2, label=f"{steps} inner steps")
+            means = np.array([float(s_["mean"]) for s_ in stats])  # a diverged task makes a mean NaN or huge
+            cap = 3.0 * max(float(v["mean"]) for v in rows["plain_init"].values())
+            shown = np.where(np.isfinite(means) & (means <= cap), means, cap)
+            errs = [min(float(s_["ci95"]), 0.9 * m) if m < cap else 0.0 for s_, m in zip(stats, shown)]
+            pos = x + width * (j - (len(step_keys) - 1) / 2)
+            ax.bar(pos, shown, width, yerr=errs, capsize=2, label=f"{steps} inner steps",
+                   hatch=None if j == 0 else "//")
+            for p_, m, s_ in zip(pos, means, stats):
+                if not (np.isfinite(m) and m <= cap):
+                    ax.text(p_, cap * 0.9, f"mean off scale (diverged task); median {s_.get('median', float('nan')):.2f}",
+                            rotation=90, ha="center", va="top", fontsize=6)
+        ax.set_yscale("log")
         ax.set_xticks(x)
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.set_title(title)
-        ax.set_ylabel("query MSE (95% CI)")
+        ax.set_ylabel("query MSE, log scale (95% CI)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "warm_start.png"), dpi=110)

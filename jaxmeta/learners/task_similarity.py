@@ -144,12 +144,19 @@ class TaskBank(NamedTuple):
       center: ``[T]`` subtracted from every embedding before comparing.
       scale: ``[T]`` divides every centred embedding (standardisation, so that
         no moment dominates the similarity by its units).
+      standardized: ``[B, T]`` the bank's embeddings after centring and scaling,
+        and ``sq_norms`` ``[B]`` their squared norms: computed once by
+        :func:`task_bank`, so that compiled code that closes over a bank only
+        compares the new task against them (no large constant arithmetic left
+        for the compiler to fold on every compilation).
     """
 
     embeddings: jax.Array
     params: Any
     center: jax.Array
     scale: jax.Array
+    standardized: jax.Array
+    sq_norms: jax.Array
 
 
 def task_bank(embeddings: jax.Array, params: Any, *, standardize: bool = True) -> TaskBank:
@@ -180,7 +187,8 @@ def task_bank(embeddings: jax.Array, params: Any, *, standardize: bool = True) -
         scale = jnp.where(embeddings.std(axis=0) > 1e-8, embeddings.std(axis=0), 1.0)
     else:
         center, scale = jnp.zeros(embeddings.shape[1]), jnp.ones(embeddings.shape[1])
-    return TaskBank(embeddings, params, center, scale)
+    standardized = (embeddings - center) / scale
+    return TaskBank(embeddings, params, center, scale, standardized, jnp.sum(standardized * standardized, axis=1))
 
 
 def build_task_bank(learner: MetaLearner, meta_params: Any, episodes: Episode, embed_fn: Callable, *,
@@ -261,8 +269,16 @@ def nearest_tasks(bank: TaskBank, embedding: jax.Array, *, k: int, metric: str =
     if jnp.shape(embedding) != bank.embeddings.shape[1:]:
         raise ValueError(f"embedding: expected shape {bank.embeddings.shape[1:]} like the bank's task vectors, "
                          f"got {jnp.shape(embedding)}; use the same embed_fn for the bank and new tasks.")
-    norm = lambda e: (e - bank.center) / bank.scale  # noqa: E731
-    sims = task_similarity(norm(embedding), norm(bank.embeddings), metric=metric)
+    if metric not in _METRICS:
+        raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}.")
+    # task_similarity against the bank's precomputed standardised embeddings
+    query = (embedding - bank.center) / bank.scale
+    dots = bank.standardized @ query
+    query_sq = jnp.sum(query * query)
+    if metric == "cosine":
+        sims = dots / jnp.maximum(jnp.sqrt(bank.sq_norms * query_sq), 1e-12)
+    else:
+        sims = 2.0 * dots - bank.sq_norms - query_sq
     top, idx = jax.lax.top_k(sims, k)
     if temperature is None:
         weights = jnp.full((k,), 1.0 / k, sims.dtype)
