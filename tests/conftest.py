@@ -73,12 +73,35 @@ def _metric_learners():
     }
 
 
+def _model_based_learners(kind):
+    """name -> factory of the model-based learners (neural processes, hypernetwork) for a task kind."""
+    ways = None if kind == "regression" else 3
+    small = dict(encoder_hidden=(8, 8), decoder_hidden=(8,), num_ways=ways)
+    if kind == "regression":
+        task_net, loss, metrics = nets.mlp((4,), 1), losses.squared_error, None
+    else:
+        task_net, loss, metrics = nets.mlp((), 3), losses.softmax_cross_entropy, ACC
+    hyper = dict(set_hidden=(8, 8), generator_hidden=(8,), metrics=metrics)
+    return {
+        "cnp": lambda: learners.cnp(**small),
+        "cnp_embedding": lambda: learners.cnp(embedding=nets.mlp((8,), None), **small),
+        "neural_process": lambda: learners.neural_process(latent_hidden=(8, 8), latent_dim=4, predict_samples=3,
+                                                          **small),
+        "neural_process_latent_only": lambda: learners.neural_process(
+            latent_hidden=(8, 8), latent_dim=4, deterministic_path=False, predict_samples=2, **small),
+        "hypernetwork": lambda: learners.hypernetwork(task_net, loss, **hyper),
+        "hypernetwork_embedding": lambda: learners.hypernetwork(task_net, loss, embedding=nets.mlp((8,), None),
+                                                                **hyper),
+    }
+
+
 def learner_cases():
     """(id, kind, factory) for every learner the contract suite covers."""
     cases = []
     for kind in ("regression", "classification"):
-        for name, factory in _gradient_learners(kind).items():
-            cases.append(pytest.param(kind, factory, id=f"{name}-{kind}"))
+        for family in (_gradient_learners, _model_based_learners):
+            for name, factory in family(kind).items():
+                cases.append(pytest.param(kind, factory, id=f"{name}-{kind}"))
     for name, factory in _metric_learners().items():
         cases.append(pytest.param("classification", factory, id=f"{name}-classification"))
     return cases

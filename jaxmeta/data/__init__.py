@@ -28,6 +28,7 @@ from jaxmeta.data.movielens import (
     verify_movielens_files,
 )
 from jaxmeta.data.png import decode_png_gray
+from jaxmeta.data.uci import LETTER, load_letter
 
 __all__ = [
     "RemoteFile",
@@ -56,4 +57,6 @@ __all__ = [
     "ML100K_URL",
     "ML100K_SHA256",
     "ML100K_FILES",
+    "LETTER",
+    "load_letter",
 ]

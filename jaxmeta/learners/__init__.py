@@ -1,12 +1,24 @@
 """Meta-learners, each a :class:`MetaLearner` of pure functions."""
 
 from jaxmeta.learners.base import MetaLearner
+from jaxmeta.learners.hypernetwork import hypernetwork
 from jaxmeta.learners.inner import InnerRule, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
 from jaxmeta.learners.imaml import imaml
 from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
 from jaxmeta.learners.matching_net import matching_net
 from jaxmeta.learners.protonet import protonet
+from jaxmeta.learners.neural_process import class_set_mean, cnp, masked_set_mean, neural_process
 from jaxmeta.learners.reptile import reptile
+from jaxmeta.learners.task_similarity import (
+    TaskBank,
+    build_task_bank,
+    gradient_embedding,
+    moment_embedding,
+    nearest_tasks,
+    task_bank,
+    task_similarity,
+    warm_start,
+)
 
 __all__ = [
     "MetaLearner",
@@ -19,6 +31,19 @@ __all__ = [
     "imaml",
     "protonet",
     "matching_net",
+    "cnp",
+    "neural_process",
+    "hypernetwork",
+    "moment_embedding",
+    "gradient_embedding",
+    "task_similarity",
+    "TaskBank",
+    "task_bank",
+    "build_task_bank",
+    "nearest_tasks",
+    "warm_start",
+    "masked_set_mean",
+    "class_set_mean",
     "inner_loop",
     "InnerRule",
     "sgd_rule",

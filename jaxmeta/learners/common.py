@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxmeta.losses import masked_mean
 
-__all__ = ["supervised_loss", "support_objective", "check_metric_fns", "check_example_labels"]
+__all__ = ["supervised_loss", "support_objective", "check_metric_fns", "check_example_labels", "check_widths"]
 
 
 def check_example_labels(output_shape, example) -> None:
@@ -32,6 +32,23 @@ def check_example_labels(output_shape, example) -> None:
                 f"episode.{name}: labels must lie in [0, {width}) for a network with {width} outputs, got "
                 f"values in [{int(y.min())}, {int(y.max())}]. Match the head width to the number of ways."
             )
+
+
+def check_widths(name: str, widths, *, allow_empty: bool = False) -> tuple:
+    """Validates a sequence of layer widths (``name`` is the argument named in errors).
+
+    Example:
+      >>> check_widths("hidden", [64, 64])
+      (64, 64)
+    """
+    try:
+        widths = tuple(int(w) for w in widths)
+    except TypeError:
+        raise TypeError(f"{name}: expected a sequence of layer widths such as (128, 128), got {widths!r}.") from None
+    if (not widths and not allow_empty) or any(w <= 0 for w in widths):
+        raise ValueError(f"{name}: expected {'' if allow_empty else 'a non-empty sequence of '}positive widths, "
+                         f"got {widths}.")
+    return widths
 
 
 def check_metric_fns(metrics: Optional[Mapping[str, Callable]]) -> dict:

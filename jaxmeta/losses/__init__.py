@@ -13,6 +13,7 @@ from jaxmeta.losses.metric import (
     prototypical_loss,
     triplet_loss,
 )
+from jaxmeta.losses.probabilistic import gaussian_kl, gaussian_nll, interval_coverage
 
 __all__ = [
     "squared_error",
@@ -30,4 +31,7 @@ __all__ = [
     "contrastive_loss",
     "absolute_error",
     "ndcg_at_k",
+    "gaussian_nll",
+    "gaussian_kl",
+    "interval_coverage",
 ]

@@ -16,7 +16,9 @@ from jaxmeta.scenarios.coldstart import (
     coldstart_split,
     synthetic_ratings,
 )
+from jaxmeta.scenarios.padding import random_support_size
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
+from jaxmeta.scenarios.tabular import tabular_classification, tabular_regression
 
 __all__ = [
     "sinusoid",
@@ -37,4 +39,7 @@ __all__ = [
     "ColdStartEpisodes",
     "COLDSTART_SCENARIOS",
     "synthetic_ratings",
+    "random_support_size",
+    "tabular_classification",
+    "tabular_regression",
 ]

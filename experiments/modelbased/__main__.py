@@ -1,0 +1,5 @@
+import sys
+
+from experiments.modelbased.main import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""Hypernetwork: generated task models, set invariances, descriptions, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import classification_episodes, regression_episodes
+from jaxmeta import learners, losses, nets
+from jaxmeta.episodes import take_episodes
+
+HYPER = dict(set_hidden=(16, 16), generator_hidden=(16,))
+
+
+def _learners():
+    return {
+        "regression": learners.hypernetwork(nets.mlp((4,), 1), losses.squared_error,
+                                            embedding=nets.mlp((8,), None), **HYPER),
+        "classification": learners.hypernetwork(nets.mlp((), 3), losses.softmax_cross_entropy,
+                                                embedding=nets.mlp((8,), None), **HYPER),
+    }
+
+
+def _episode(kind):
+    eps = regression_episodes(jax.random.key(0)) if kind == "regression" else classification_episodes(jax.random.key(0))
+    return take_episodes(eps, 0)
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_task_params_are_the_task_models_params(kind):
+    learner = _learners()[kind]
+    ep = _episode(kind)
+    params = learner.init(jax.random.key(1), ep)
+    task_params = learner.adapt(params, ep, jax.random.key(2))
+    task_net = nets.mlp((4,), 1) if kind == "regression" else nets.mlp((), 3)
+    template = task_net.init(jax.random.key(0), jnp.zeros((1, 8)))
+    assert jax.tree_util.tree_structure(task_params) == jax.tree_util.tree_structure(template)
+    for a, b in zip(jax.tree_util.tree_leaves(task_params), jax.tree_util.tree_leaves(template)):
+        assert a.shape == b.shape
+    # predict is the generated task model applied to the shared embedding
+    emb = nets.mlp((8,), None).apply(params["embedding"], ep.query_x)
+    np.testing.assert_allclose(np.asarray(learner.predict(params, task_params, ep.query_x)),
+                               np.asarray(task_net.apply(task_params, emb)), rtol=1e-6)
+    # different support sets give different task models
+    other = take_episodes(regression_episodes(jax.random.key(7)) if kind == "regression"
+                          else classification_episodes(jax.random.key(7)), 0)
+    other_tp = learner.adapt(params, other, jax.random.key(2))
+    assert not np.allclose(np.asarray(jax.tree_util.tree_leaves(other_tp)[0]),
+                           np.asarray(jax.tree_util.tree_leaves(task_params)[0]))
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_permutation_and_padding_invariance(kind):
+    learner = _learners()[kind]
+    ep = _episode(kind)
+    params = learner.init(jax.random.key(1), ep)
+    ref = learner.adapt(params, ep, None)
+    perm = jax.random.permutation(jax.random.key(3), ep.support_x.shape[0])
+    shuffled = learner.adapt(params, ep._replace(support_x=ep.support_x[perm], support_y=ep.support_y[perm]), None)
+    extra = 2
+    padded_ep = ep._replace(
+        support_x=jnp.concatenate([ep.support_x, 50.0 * jnp.ones((extra,) + ep.support_x.shape[1:])]),
+        support_y=jnp.concatenate([ep.support_y, jnp.ones((extra,) + ep.support_y.shape[1:], ep.support_y.dtype)]),
+        support_mask=jnp.concatenate([jnp.ones(ep.support_x.shape[0]), jnp.zeros(extra)]))
+    padded = learner.adapt(params, padded_ep, None)
+    for other in (shuffled, padded):
+        for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(other)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_generator_starts_near_the_base_weights():
+    learner = learners.hypernetwork(nets.mlp((4,), 1), losses.squared_error, init_scale=1e-4, **HYPER)
+    ep = _episode("regression")
+    params = learner.init(jax.random.key(1), ep)
+    flat = jax.flatten_util.ravel_pytree(learner.adapt(params, ep, None))[0]
+    np.testing.assert_allclose(np.asarray(flat), np.asarray(params["base"]), atol=1e-3)
+
+
+def test_task_description_from_aux():
+    learner = learners.hypernetwork(nets.mlp((), 1), losses.squared_error, description_key="d", use_support=False,
+                                    **HYPER)
+    ep = _episode("regression")
+    ep_a = ep._replace(aux={"d": jnp.array([1.0, 0.0])})
+    ep_b = ep._replace(aux={"d": jnp.array([0.0, 1.0])})
+    params = learner.init(jax.random.key(1), ep_a)
+    assert "set_encoder" not in params
+    ta, tb = learner.adapt(params, ep_a, None), learner.adapt(params, ep_b, None)
+    assert not np.allclose(np.asarray(ta["head"]["kernel"]), np.asarray(tb["head"]["kernel"]))
+    # the support set is not read at all: changing it changes nothing
+    tc = learner.adapt(params, ep_a._replace(support_y=ep.support_y + 3.0), None)
+    np.testing.assert_array_equal(np.asarray(ta["head"]["kernel"]), np.asarray(tc["head"]["kernel"]))
+    with pytest.raises(ValueError, match="description_key"):
+        learner.adapt(params, ep, None)
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(TypeError, match="task_net"):
+        learners.hypernetwork("mlp", losses.squared_error)
+    with pytest.raises(TypeError, match="embedding"):
+        learners.hypernetwork(nets.mlp(), losses.squared_error, embedding=3)
+    with pytest.raises(ValueError, match="description_key"):
+        learners.hypernetwork(nets.mlp(), losses.squared_error, use_support=False)
+    with pytest.raises(ValueError, match="init_scale"):
+        learners.hypernetwork(nets.mlp(), losses.squared_error, init_scale=0.0)
+    with pytest.raises(ValueError, match="support_y"):  # labels up to 2 but a 2-way task model
+        learners.hypernetwork(nets.mlp((), 2), losses.softmax_cross_entropy).init(
+            jax.random.key(0), _episode("classification"))
