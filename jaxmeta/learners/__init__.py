@@ -1,11 +1,12 @@
 """Meta-learners, each a :class:`MetaLearner` of pure functions."""
 
 from jaxmeta.learners.base import MetaLearner
-from jaxmeta.learners.inner import InnerRule, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
+from jaxmeta.learners.inner import InnerRule, InnerTerm, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
 from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
 from jaxmeta.learners.matching_net import matching_net
 from jaxmeta.learners.protonet import protonet
 from jaxmeta.learners.reptile import reptile
+from jaxmeta.learners.semisup import entropy_term, semisup_maml, semisup_protonet
 
 __all__ = [
     "MetaLearner",
@@ -17,6 +18,10 @@ __all__ = [
     "reptile",
     "protonet",
     "matching_net",
+    "semisup_protonet",
+    "semisup_maml",
+    "entropy_term",
+    "InnerTerm",
     "inner_loop",
     "InnerRule",
     "sgd_rule",

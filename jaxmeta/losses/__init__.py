@@ -1,6 +1,14 @@
 """Plain ``jnp`` losses, distances and metrics; each returns per-example values."""
 
 from jaxmeta.losses.basic import accuracy, masked_mean, softmax_cross_entropy, squared_error
+from jaxmeta.losses.clustering import (
+    distance_statistics,
+    entropy,
+    refine_prototypes,
+    soft_kmeans_gates,
+    soft_kmeans_refine,
+    soft_kmeans_weights,
+)
 from jaxmeta.losses.metric import (
     batch_hard_triplet_loss,
     contrastive_loss,
@@ -27,4 +35,10 @@ __all__ = [
     "triplet_loss",
     "batch_hard_triplet_loss",
     "contrastive_loss",
+    "soft_kmeans_weights",
+    "soft_kmeans_refine",
+    "refine_prototypes",
+    "distance_statistics",
+    "soft_kmeans_gates",
+    "entropy",
 ]

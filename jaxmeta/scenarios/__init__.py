@@ -5,6 +5,7 @@ Scenarios never import learners; they only produce task arrays.
 
 from jaxmeta.scenarios.augment import augment_episodes, random_affine
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes, fewshot_episodes_numpy, numpy_rng
+from jaxmeta.scenarios.semisup import UNLABELLED_FIELDS, check_semisup, semisup_episodes, split_labelled
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
 
 __all__ = [
@@ -17,4 +18,8 @@ __all__ = [
     "numpy_rng",
     "random_affine",
     "augment_episodes",
+    "split_labelled",
+    "semisup_episodes",
+    "check_semisup",
+    "UNLABELLED_FIELDS",
 ]
