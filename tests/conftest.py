@@ -38,6 +38,19 @@ def classification_episodes(key, num_tasks=3, ways=3, shots=2, queries=2, dim=8)
     return Episode(x_s, y_s.astype(jnp.int32), x_q, y_q.astype(jnp.int32))
 
 
+def semisup_classification_episodes(key, num_tasks=3, ways=3, shots=2, queries=2, per_class=2, distractors=1, dim=8):
+    """Blob episodes plus an unlabelled set in ``aux`` (``(ways + distractors) * per_class`` examples, the last
+    ``distractors * per_class`` from blobs of other classes), as :func:`jaxmeta.scenarios.semisup_episodes` lays out."""
+    k_lab, k_unl = jax.random.split(key)
+    eps = classification_episodes(k_lab, num_tasks, ways, shots, queries, dim)
+    total = ways + distractors
+    k_mean, k_noise = jax.random.split(k_unl)
+    # unlabelled examples of the task classes sit near the support examples of their class
+    centres = jnp.concatenate([eps.support_x[:, ::shots], 2.0 * jax.random.normal(k_mean, (num_tasks, distractors, dim))], 1)
+    ux = jnp.repeat(centres, per_class, axis=1) + jax.random.normal(k_noise, (num_tasks, total * per_class, dim))
+    return eps._replace(aux={"unlabelled_x": ux, "unlabelled_mask": jnp.ones((num_tasks, total * per_class))})
+
+
 ACC = {"accuracy": losses.accuracy}
 
 
@@ -95,6 +108,16 @@ def _model_based_learners(kind):
     }
 
 
+def _semisup_learners():
+    """Learners that read the unlabelled set in Episode.aux (kind "semisup")."""
+    emb = nets.mlp((8, 8), None)
+    cases = {f"semisup_protonet_{refine}": (lambda refine=refine: learners.semisup_protonet(emb, num_ways=3, refine=refine))
+             for refine in learners.semisup.REFINEMENTS}
+    cases["semisup_maml"] = lambda: learners.semisup_maml(nets.mlp((8, 8), 3), losses.softmax_cross_entropy,
+                                                          inner_lr=0.05, inner_steps=2, metrics=ACC)
+    return cases
+
+
 def learner_cases():
     """(id, kind, factory) for every learner the contract suite covers."""
     cases = []
@@ -104,8 +127,12 @@ def learner_cases():
                 cases.append(pytest.param(kind, factory, id=f"{name}-{kind}"))
     for name, factory in _metric_learners().items():
         cases.append(pytest.param("classification", factory, id=f"{name}-classification"))
+    for name, factory in _semisup_learners().items():
+        cases.append(pytest.param("semisup", factory, id=f"{name}-semisup"))
     return cases
 
 
 def episodes_for(kind, key, **kw):
+    if kind == "semisup":
+        return semisup_classification_episodes(key, **kw)
     return regression_episodes(key, **kw) if kind == "regression" else classification_episodes(key, **kw)

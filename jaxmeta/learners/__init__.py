@@ -2,7 +2,7 @@
 
 from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.hypernetwork import hypernetwork
-from jaxmeta.learners.inner import InnerRule, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
+from jaxmeta.learners.inner import InnerRule, InnerTerm, combine, inner_loop, optax_rule, partition, path_filter, sgd_rule
 from jaxmeta.learners.imaml import imaml
 from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
 from jaxmeta.learners.matching_net import matching_net
@@ -19,6 +19,7 @@ from jaxmeta.learners.task_similarity import (
     task_similarity,
     warm_start,
 )
+from jaxmeta.learners.semisup import entropy_term, semisup_maml, semisup_protonet
 
 __all__ = [
     "MetaLearner",
@@ -44,6 +45,10 @@ __all__ = [
     "warm_start",
     "masked_set_mean",
     "class_set_mean",
+    "semisup_protonet",
+    "semisup_maml",
+    "entropy_term",
+    "InnerTerm",
     "inner_loop",
     "InnerRule",
     "sgd_rule",

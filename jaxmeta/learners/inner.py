@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-__all__ = ["InnerRule", "inner_loop", "partition", "combine", "path_filter", "sgd_rule", "optax_rule"]
+__all__ = ["InnerRule", "InnerTerm", "inner_loop", "partition", "combine", "path_filter", "sgd_rule", "optax_rule"]
 
 FilterSpec = Union[None, str, Sequence[str], Callable[[str, Any], bool]]
 
@@ -109,6 +109,34 @@ class InnerRule(NamedTuple):
 
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any, jax.Array], Any]
+
+
+class InnerTerm(NamedTuple):
+    """An extra term of a gradient-based learner's inner objective, with its own meta-parameters.
+
+    The inner loop of :func:`jaxmeta.learners.maml` minimises
+    ``support_loss(phi) + term.loss(meta_params["inner_term"], apply, phi, episode)``;
+    ``apply(params, x)`` is the network and ``phi`` the full (combined) network
+    params being adapted, so a term may evaluate the network on anything the
+    episode carries (e.g. entropy on ``episode.aux["unlabelled_x"]``).
+
+    Attributes:
+      init: ``(key, example_episode) -> params`` of the term (a pytree, ``{}``
+        for none); they become ``meta_params["inner_term"]`` and are
+        meta-learned like every other meta-parameter (through second-order
+        meta-gradients: with ``first_order=True`` they get no gradient).
+      loss: ``(term_params, apply, phi, episode) -> scalar``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> l2 = InnerTerm(lambda key, ep: {}, lambda tp, apply, phi, ep: 1e-3 * sum(
+      ...     jnp.sum(p ** 2) for p in jax.tree_util.tree_leaves(phi)))
+      >>> float(l2.loss({}, None, {"w": jnp.ones(10)}, None))
+      0.01
+    """
+
+    init: Callable[[jax.Array, Any], Any]
+    loss: Callable[[Any, Callable, Any, Any], jax.Array]
 
 
 def sgd_rule(lr, *, per_step: bool = False) -> InnerRule:

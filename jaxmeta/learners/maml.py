@@ -20,7 +20,7 @@ import optax
 
 from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss, support_objective
-from jaxmeta.learners.inner import FilterSpec, combine, inner_loop, optax_rule, partition, sgd_rule
+from jaxmeta.learners.inner import FilterSpec, InnerTerm, combine, inner_loop, optax_rule, partition, sgd_rule
 from jaxmeta.losses import masked_mean
 from jaxmeta.nets import Network
 
@@ -49,6 +49,7 @@ def maml(
     remat: bool = False,
     unroll: Optional[Union[bool, int]] = None,
     metrics: Optional[Mapping[str, Callable]] = None,
+    inner_term: Optional[InnerTerm] = None,
 ) -> MetaLearner:
     """Model-Agnostic Meta-Learning (Finn et al., 2017) and its variants.
 
@@ -84,6 +85,10 @@ def maml(
         :func:`jaxmeta.learners.inner.inner_loop`).
       metrics: extra query metrics ``{name: fn(outputs, targets) -> [B]}``, e.g.
         ``{"accuracy": losses.accuracy}``.
+      inner_term: an :class:`~jaxmeta.learners.InnerTerm` added to the support
+        loss in the inner loop (e.g. entropy on unlabelled examples, see
+        :func:`jaxmeta.learners.semisup_maml`); its parameters are
+        ``meta_params["inner_term"]``.
 
     Returns:
       A :class:`MetaLearner`.
@@ -124,6 +129,8 @@ def maml(
             if weights.shape != (inner_steps,):
                 raise ValueError(f"multi_step_loss: expected {inner_steps} weights (one per inner step), got shape {weights.shape}.")
     metric_fns = check_metric_fns(metrics)
+    if inner_term is not None and not isinstance(inner_term, InnerTerm):
+        raise TypeError(f"inner_term: expected a jaxmeta.learners.InnerTerm, got {type(inner_term).__name__}.")
 
     def init(key, example):
         params = net.init(key, example.support_x)
@@ -138,6 +145,8 @@ def maml(
             meta["inner_lr"] = jax.tree_util.tree_map(lambda p: jnp.full(p.shape, inner_lr, jnp.float32), adapted)
         elif learn_inner_lr == "per_layer_per_step":
             meta["inner_lr"] = jax.tree_util.tree_map(lambda p: jnp.full((inner_steps,), inner_lr, jnp.float32), adapted)
+        if inner_term is not None:
+            meta["inner_term"] = inner_term.init(jax.random.fold_in(key, 1), example)
         return meta
 
     def rule_for(meta_params):
@@ -152,7 +161,14 @@ def maml(
         adapted, frozen = partition(meta_params["net"], adapt_filter)
 
         support_loss = support_objective(net.apply, loss_fn, frozen, episode)
-        result = inner_loop(support_loss, adapted, rule_for(meta_params), steps=inner_steps,
+
+        def objective(a):
+            if inner_term is None:
+                return support_loss(a)
+            term = inner_term.loss(meta_params["inner_term"], net.apply, combine(a, frozen), episode)
+            return support_loss(a) + term
+
+        result = inner_loop(objective, adapted, rule_for(meta_params), steps=inner_steps,
                             first_order=first_order, remat=remat, unroll=unroll, collect=weights is not None)
         if weights is None:
             return combine(result, frozen)

@@ -2,6 +2,14 @@
 
 from jaxmeta.losses.basic import accuracy, masked_mean, softmax_cross_entropy, squared_error
 from jaxmeta.losses.ranking import absolute_error, ndcg_at_k
+from jaxmeta.losses.clustering import (
+    distance_statistics,
+    entropy,
+    refine_prototypes,
+    soft_kmeans_gates,
+    soft_kmeans_refine,
+    soft_kmeans_weights,
+)
 from jaxmeta.losses.metric import (
     batch_hard_triplet_loss,
     contrastive_loss,
@@ -34,4 +42,10 @@ __all__ = [
     "gaussian_nll",
     "gaussian_kl",
     "interval_coverage",
+    "soft_kmeans_weights",
+    "soft_kmeans_refine",
+    "refine_prototypes",
+    "distance_statistics",
+    "soft_kmeans_gates",
+    "entropy",
 ]

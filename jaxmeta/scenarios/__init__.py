@@ -17,6 +17,7 @@ from jaxmeta.scenarios.coldstart import (
     synthetic_ratings,
 )
 from jaxmeta.scenarios.padding import random_support_size
+from jaxmeta.scenarios.semisup import UNLABELLED_FIELDS, check_semisup, semisup_episodes, split_labelled
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
 from jaxmeta.scenarios.tabular import tabular_classification, tabular_regression
 
@@ -42,4 +43,8 @@ __all__ = [
     "random_support_size",
     "tabular_classification",
     "tabular_regression",
+    "split_labelled",
+    "semisup_episodes",
+    "check_semisup",
+    "UNLABELLED_FIELDS",
 ]

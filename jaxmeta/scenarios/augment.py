@@ -56,10 +56,13 @@ def random_affine(key: jax.Array, images: jax.Array, *, rotate: float = 10.0, sc
     return out[..., 0] if squeeze else out
 
 
-def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, **kwargs) -> Episode:
+def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, *, aux_fields=(), **kwargs) -> Episode:
     """Applies an image augmentation ``fn(key, images [B, ...])`` to every support and query image.
 
     Works on a single episode or a batch (leading axes are flattened and restored).
+    ``aux_fields`` names image arrays in ``episodes.aux`` (a dict) to augment
+    too, each with its own key (e.g. ``("unlabelled_x",)`` for
+    :func:`jaxmeta.scenarios.semisup_episodes`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -77,4 +80,14 @@ def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, **kwar
         flat = x.reshape((-1,) + x.shape[x.ndim - image_ndim:])
         return fn(k, flat, **kwargs).reshape(lead + x.shape[x.ndim - image_ndim:])
 
-    return episodes._replace(support_x=apply(k_s, episodes.support_x), query_x=apply(k_q, episodes.query_x))
+    out = episodes._replace(support_x=apply(k_s, episodes.support_x), query_x=apply(k_q, episodes.query_x))
+    aux_fields = (aux_fields,) if isinstance(aux_fields, str) else tuple(aux_fields)
+    if aux_fields:
+        if not isinstance(episodes.aux, dict) or any(f not in episodes.aux for f in aux_fields):
+            have = sorted(episodes.aux) if isinstance(episodes.aux, dict) else type(episodes.aux).__name__
+            raise ValueError(f"aux_fields: {aux_fields} must name image arrays in episodes.aux; it holds {have}.")
+        aux = dict(episodes.aux)
+        for i, name in enumerate(aux_fields):
+            aux[name] = apply(jax.random.fold_in(key, i + 1), aux[name])  # support/query keys unchanged
+        out = out._replace(aux=aux)
+    return out

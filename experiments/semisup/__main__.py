@@ -1,0 +1,5 @@
+import sys
+
+from experiments.semisup.main import main
+
+sys.exit(main())
