@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Iterable, List, Optional
 
@@ -100,11 +99,7 @@ def truncate_jsonl(path: str, max_step: int) -> None:
       [1, 2]
     """
     records = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= max_step]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 class _PlainBar:
