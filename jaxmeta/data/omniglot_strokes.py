@@ -48,6 +48,7 @@ __all__ = [
     "pair_modalities",
     "select_multimodal_alphabets",
     "multimodal_splits",
+    "multimodal_rotations",
 ]
 
 _CACHE_VERSION = 1
@@ -507,3 +508,35 @@ def multimodal_splits(*, data_dir: Optional[str] = None, image_size: Optional[in
                                     download=download)
     return (select_multimodal_alphabets(data, MINIMAL_TRAIN_ALPHABETS),
             select_multimodal_alphabets(data, MINIMAL_TEST_ALPHABETS))
+
+
+def multimodal_rotations(data: OmniglotMultimodal, rotations: Sequence[int] = (0, 90, 180, 270)) -> OmniglotMultimodal:
+    """Adds rotated copies of every character as new classes, rotating images and trajectories together.
+
+    Images turn as :func:`~jaxmeta.data.with_rotations` (``np.rot90``, counter-clockwise);
+    a trajectory point ``(x, y)`` (image orientation, ``y`` down) turns by 90
+    degrees to ``(y, -x)``, which keeps it on the ink of the rotated image.
+
+    Example:
+      >>> import numpy as np
+      >>> d = OmniglotMultimodal(np.zeros((1, 1, 4, 4)), np.array([[[[0.5, -1.0, 1.0]]]], np.float32), ("A",),
+      ...                        ("A/c1",), np.zeros((1, 1), np.int32))
+      >>> r = multimodal_rotations(d)
+      >>> r.characters[1], r.strokes[1, 0, 0].tolist()
+      ('A/c1/rot90', [-1.0, -0.5, 1.0])
+    """
+    parts = []
+    for angle in rotations:
+        if angle % 90:
+            raise ValueError(f"rotations: expected multiples of 90 degrees, got {angle}.")
+        k = (angle // 90) % 4
+        strokes = data.strokes.copy()
+        for _ in range(k):
+            x, y = strokes[..., 0].copy(), strokes[..., 1].copy()
+            strokes[..., 0], strokes[..., 1] = y, -x
+        suffix = "" if k == 0 else f"/rot{angle}"
+        parts.append(OmniglotMultimodal(np.rot90(data.images, k=k, axes=(2, 3)).copy(), strokes, data.alphabets,
+                                        tuple(c + suffix for c in data.characters), data.drawers))
+    return OmniglotMultimodal(np.concatenate([p.images for p in parts]), np.concatenate([p.strokes for p in parts]),
+                              sum((p.alphabets for p in parts), ()), sum((p.characters for p in parts), ()),
+                              np.concatenate([p.drawers for p in parts]))
