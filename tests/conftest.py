@@ -105,6 +105,8 @@ def _metric_learners():
         "protonet": lambda: learners.protonet(emb, num_ways=3),
         "protonet_cosine": lambda: learners.protonet(emb, num_ways=3, distance="cosine", scale=5.0, learn_scale=True),
         "matching_net": lambda: learners.matching_net(emb, num_ways=3),
+        "metric_finetune": lambda: learners.metric_finetune(emb, num_ways=3, inner_steps=2, inner_lr=0.05,
+                                                            learn_inner_lr="per_parameter", adapt_filter=("hidden_1",)),
     }
 
 

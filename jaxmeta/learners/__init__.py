@@ -6,6 +6,7 @@ from jaxmeta.learners.inner import InnerRule, InnerTerm, combine, inner_loop, op
 from jaxmeta.learners.imaml import imaml
 from jaxmeta.learners.maml import anil, fomaml, maml, maml_plus_plus, meta_sgd
 from jaxmeta.learners.matching_net import matching_net
+from jaxmeta.learners.metric_finetune import metric_finetune
 from jaxmeta.learners.protonet import protonet
 from jaxmeta.learners.neural_process import class_set_mean, cnp, masked_set_mean, neural_process
 from jaxmeta.learners.reptile import reptile
@@ -31,6 +32,7 @@ __all__ = [
     "reptile",
     "imaml",
     "protonet",
+    "metric_finetune",
     "matching_net",
     "cnp",
     "neural_process",

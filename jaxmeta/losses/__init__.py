@@ -10,6 +10,7 @@ from jaxmeta.losses.clustering import (
     soft_kmeans_refine,
     soft_kmeans_weights,
 )
+from jaxmeta.losses.downstream import adjusted_rand_index, contingency, kmeans, normalized_mutual_info, roc_auc
 from jaxmeta.losses.metric import (
     batch_hard_triplet_loss,
     contrastive_loss,
@@ -48,4 +49,9 @@ __all__ = [
     "distance_statistics",
     "soft_kmeans_gates",
     "entropy",
+    "kmeans",
+    "contingency",
+    "normalized_mutual_info",
+    "adjusted_rand_index",
+    "roc_auc",
 ]

@@ -41,6 +41,8 @@ class Conv4(nn.Module):
                             name=f"conv_{i}")(x)
             if self.norm == "batch":
                 x = TaskBatchNorm(dtype=self.dtype, name=f"norm_{i}")(x)
+            elif self.norm == "layer":
+                x = nn.GroupNorm(num_groups=1, dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.relu(x)
             if self.downsample == "max_pool" and (self.last_pool or i < self.blocks - 1):
                 x = max_pool_2x2(x)
@@ -80,7 +82,11 @@ def conv4(
         ``"stride"`` (stride-2 convs, MAML's Omniglot variant).
       norm: ``"batch"`` for :class:`TaskBatchNorm` (per-call batch statistics,
         no running averages: see its docstring for the exact semantics inside
-        adaptation) or ``"none"``.
+        adaptation), ``"layer"`` (per-example statistics over height, width and
+        channels with a per-channel scale and bias, i.e. group norm with one
+        group: an example's embedding does not depend on the rest of its batch,
+        so a data set can be embedded once and the embeddings reused) or
+        ``"none"``.
       readout: ``"flatten"`` or ``"mean"`` (global average over space, as MAML's
         reference code does on Omniglot).
       conv_impl: ``"xla"`` (``lax.conv``) or ``"im2col"`` (patches + matmul,
@@ -102,8 +108,8 @@ def conv4(
     """
     if downsample not in ("max_pool", "stride"):
         raise ValueError(f"downsample: expected 'max_pool' or 'stride', got {downsample!r}.")
-    if norm not in ("batch", "none"):
-        raise ValueError(f"norm: expected 'batch' or 'none', got {norm!r}.")
+    if norm not in ("batch", "layer", "none"):
+        raise ValueError(f"norm: expected 'batch', 'layer' or 'none', got {norm!r}.")
     if readout not in ("flatten", "mean"):
         raise ValueError(f"readout: expected 'flatten' or 'mean', got {readout!r}.")
     if conv_impl not in ("xla", "im2col"):

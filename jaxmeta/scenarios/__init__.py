@@ -16,6 +16,7 @@ from jaxmeta.scenarios.coldstart import (
     coldstart_split,
     synthetic_ratings,
 )
+from jaxmeta.scenarios.multimodal import MODALITIES, MODALITY_IDS, multimodal_episodes, pack_examples, unpack_examples
 from jaxmeta.scenarios.padding import random_support_size
 from jaxmeta.scenarios.semisup import UNLABELLED_FIELDS, check_semisup, semisup_episodes, split_labelled
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
@@ -47,4 +48,9 @@ __all__ = [
     "semisup_episodes",
     "check_semisup",
     "UNLABELLED_FIELDS",
+    "multimodal_episodes",
+    "pack_examples",
+    "unpack_examples",
+    "MODALITIES",
+    "MODALITY_IDS",
 ]

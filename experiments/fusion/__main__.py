@@ -1,0 +1,5 @@
+import sys
+
+from experiments.fusion.main import main
+
+sys.exit(main())

@@ -1,0 +1,220 @@
+"""Fusion pieces: encoders, head fine-tuning learner, clustering/anomaly scores, rotations, experiment helpers."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmeta import Episode, learners, losses, nets, scenarios
+from jaxmeta.data import OmniglotMultimodal, multimodal_rotations
+
+
+def _packed(key, b=6, size=16, points=12):
+    k1, k2, k3 = jax.random.split(key, 3)
+    images = jax.random.uniform(k1, (b, size, size))
+    strokes = jax.random.normal(k2, (b, points, 3))
+    modality = jax.random.randint(k3, (b,), 0, 3)
+    return scenarios.pack_examples(images, strokes, modality), modality
+
+
+def _small_encoder(features_only=False):
+    return nets.multimodal_encoder((16, 16, 1), (12, 3), dim=8, image_channels=4, stroke_channels=(8, 8),
+                                   features_only=features_only)
+
+
+def test_embeddings_do_not_depend_on_the_batch():
+    x, _ = _packed(jax.random.key(0))
+    net = _small_encoder()
+    p = net.init(jax.random.key(1), x)
+    full = net.apply(p, x)
+    for i in range(x.shape[0]):
+        np.testing.assert_allclose(net.apply(p, x[i : i + 1])[0], full[i], rtol=1e-5, atol=1e-5)
+    conv = nets.conv4(norm="layer", channels=4)
+    img = jax.random.uniform(jax.random.key(2), (5, 16, 16, 1))
+    pc = conv.init(jax.random.key(3), img)
+    np.testing.assert_allclose(conv.apply(pc, img[:2]), conv.apply(pc, img)[:2], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_embedding_is_the_mean_of_the_modalities_then_head():
+    key = jax.random.key(4)
+    images = jax.random.uniform(key, (3, 16, 16))
+    strokes = jax.random.normal(jax.random.fold_in(key, 1), (3, 12, 3))
+    body = _small_encoder(features_only=True)
+    full = _small_encoder()
+    p = full.init(key, scenarios.pack_examples(images, strokes, jnp.array([2, 2, 2])))
+    pb = {k: v for k, v in p.items() if k != "head"}
+    f = {m: body.apply(pb, scenarios.pack_examples(images, strokes, jnp.full(3, m))) for m in range(3)}
+    np.testing.assert_allclose(f[2], (f[0] + f[1]) / 2, rtol=1e-5, atol=1e-5)
+    head = nets.mlp((), 8)
+    out = full.apply(p, scenarios.pack_examples(images, strokes, jnp.array([0, 1, 2])))
+    ref = head.apply({"head": p["head"]}, jnp.stack([f[0][0], f[1][1], f[2][2]]))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    # an image-only example ignores whatever sits in the stroke slots
+    other = scenarios.pack_examples(images, strokes * 0 + 7.0, jnp.zeros(3, jnp.int32))
+    np.testing.assert_allclose(full.apply(p, other), full.apply(p, scenarios.pack_examples(images, strokes, jnp.zeros(3, jnp.int32))))
+
+
+def test_stroke_encoder_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="channels"):
+        nets.stroke_encoder(0)
+    with pytest.raises(ValueError, match="image_shape"):
+        nets.multimodal_encoder((16, 16, 1, 1), (12, 3))
+
+
+def _blob_episode(key, ways=3, shots=2, queries=2, dim=4):
+    k1, k2, k3 = jax.random.split(key, 3)
+    means = 3.0 * jax.random.normal(k1, (ways, dim))
+    ys, yq = jnp.repeat(jnp.arange(ways), shots), jnp.repeat(jnp.arange(ways), queries)
+    return Episode(means[ys] + jax.random.normal(k2, (ways * shots, dim)), ys.astype(jnp.int32),
+                   means[yq] + jax.random.normal(k3, (ways * queries, dim)), yq.astype(jnp.int32))
+
+
+def test_metric_finetune_without_steps_is_protonet():
+    ep = _blob_episode(jax.random.key(0))
+    net = nets.mlp((), 5)
+    ft = learners.metric_finetune(net, num_ways=3, inner_steps=0)
+    proto = learners.protonet(net, num_ways=3)
+    p = ft.init(jax.random.key(1), ep)
+    lf, mf = ft.loss(p, ft.adapt(p, ep, None), ep)
+    lp, mp = proto.loss(p, proto.adapt(p, ep, None), ep)
+    np.testing.assert_allclose(lf, lp, rtol=1e-6)
+    np.testing.assert_allclose(mf["accuracy"], mp["accuracy"])
+
+
+@pytest.mark.parametrize("support_loss", ["prototypical", "triplet", "contrastive"])
+def test_metric_finetune_adapts_only_the_filtered_params_and_lowers_the_support_loss(support_loss):
+    ep = _blob_episode(jax.random.key(2))
+    net = nets.mlp((6,), 5)
+    ft = learners.metric_finetune(net, num_ways=3, inner_steps=5, inner_lr=0.05, support_loss=support_loss,
+                                  learn_inner_lr="per_parameter")
+    p = ft.init(jax.random.key(3), ep)
+    task = ft.adapt(p, ep, None)
+    np.testing.assert_array_equal(task["net"]["hidden_0"]["kernel"], p["net"]["hidden_0"]["kernel"])
+    assert not np.allclose(task["net"]["head"]["kernel"], p["net"]["head"]["kernel"])
+    from jaxmeta.learners.metric_finetune import _support_loss
+
+    before = _support_loss(support_loss, net.apply(p["net"], ep.support_x), ep.support_y, None, 3, 1.0, 1.0)
+    after = _support_loss(support_loss, net.apply(task["net"], ep.support_x), ep.support_y, None, 3, 1.0, 1.0)
+    assert float(after) < float(before)
+    # the meta-gradient reaches the learned per-parameter rates (Meta-SGD)
+    grads = jax.grad(lambda q: ft.loss(q, ft.adapt(q, ep, None), ep)[0])(p)
+    assert float(jnp.abs(grads["inner_lr"]["head"]["kernel"]).sum()) > 0
+
+
+def test_metric_finetune_contrastive_matches_a_loop_reference():
+    from jaxmeta.learners.metric_finetune import _support_loss
+
+    emb = jax.random.normal(jax.random.key(5), (4, 3))
+    y = jnp.array([0, 0, 1, 2])
+    got = _support_loss("contrastive", emb, y, None, 3, 1.0, 1.5)
+    e = np.asarray(emb, np.float64)
+    vals = []
+    for i, j in itertools.permutations(range(4), 2):
+        d = math.sqrt(((e[i] - e[j]) ** 2).sum() + 1e-12)
+        vals.append(d * d if y[i] == y[j] else max(1.5 - d, 0.0) ** 2)
+    np.testing.assert_allclose(got, np.mean(vals), rtol=1e-5)
+
+
+def test_metric_finetune_rejects_bad_options():
+    with pytest.raises(ValueError, match="support_loss"):
+        learners.metric_finetune(nets.mlp(), num_ways=3, support_loss="hinge")
+    with pytest.raises(ValueError, match="learn_inner_lr"):
+        learners.metric_finetune(nets.mlp(), num_ways=3, learn_inner_lr="per_layer_per_step")
+
+
+def _nmi_reference(a, b):
+    n = len(a)
+    ca, cb = np.unique(a), np.unique(b)
+    table = np.array([[np.sum((a == i) & (b == j)) for j in cb] for i in ca], np.float64)
+    pij, pi, pj = table / n, table.sum(1) / n, table.sum(0) / n
+    mi = sum(pij[i, j] * np.log(pij[i, j] / (pi[i] * pj[j])) for i in range(len(ca)) for j in range(len(cb))
+             if pij[i, j] > 0)
+    h = lambda p: -np.sum(p * np.log(p))
+    return mi / ((h(pi) + h(pj)) / 2)
+
+
+def _ari_reference(a, b):
+    pairs = list(itertools.combinations(range(len(a)), 2))
+    same_a = np.array([a[i] == a[j] for i, j in pairs])
+    same_b = np.array([b[i] == b[j] for i, j in pairs])
+    n11 = np.sum(same_a & same_b)
+    total = len(pairs)
+    expected = same_a.sum() * same_b.sum() / total
+    return (n11 - expected) / ((same_a.sum() + same_b.sum()) / 2 - expected)
+
+
+def test_nmi_and_ari_match_references():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, 40)
+    b = np.where(rng.random(40) < 0.7, a, rng.integers(0, 5, 40))
+    nmi = losses.normalized_mutual_info(jnp.asarray(a), jnp.asarray(b), 4, 5)
+    ari = losses.adjusted_rand_index(jnp.asarray(a), jnp.asarray(b), 4, 5)
+    np.testing.assert_allclose(nmi, _nmi_reference(a, b), rtol=1e-4)
+    np.testing.assert_allclose(ari, _ari_reference(a, b), rtol=1e-4)
+    perm = np.array([2, 0, 3, 1])[a]  # relabelling the clusters changes nothing
+    np.testing.assert_allclose(losses.normalized_mutual_info(jnp.asarray(a), jnp.asarray(perm), 4, 4), 1.0, rtol=1e-6)
+
+
+def test_roc_auc_matches_pairwise_counting_with_ties():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 6, 50).astype(np.float32)  # many ties
+    pos = rng.random(50) < 0.4
+    ref = np.mean([1.0 if s > t else 0.5 if s == t else 0.0 for s in scores[pos] for t in scores[~pos]])
+    np.testing.assert_allclose(losses.roc_auc(jnp.asarray(scores), jnp.asarray(pos)), ref, rtol=1e-6)
+
+
+def test_kmeans_recovers_separated_blobs_and_is_deterministic():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(6, 5)) * 10
+    labels = np.repeat(np.arange(6), 20)
+    x = jnp.asarray(centres[labels] + rng.normal(size=(120, 5)), jnp.float32)
+    a1, _, inertia = losses.kmeans(jax.random.key(0), x, 6)
+    a2, _, _ = losses.kmeans(jax.random.key(0), x, 6)
+    np.testing.assert_array_equal(a1, a2)
+    assert float(losses.normalized_mutual_info(jnp.asarray(labels), a1, 6, 6)) > 0.99
+    with pytest.raises(ValueError, match="num_clusters"):
+        losses.kmeans(jax.random.key(0), x, 500)
+
+
+def test_rotations_turn_trajectories_with_their_images():
+    # render trajectory points into a grid: the rotated rendering must be the rotated image of the rendering
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-1, 1, (1, 1, 30, 3)).astype(np.float32)
+    size = 21
+
+    def render(p):
+        img = np.zeros((size, size))
+        cols = np.round((p[:, 0] + 1) / 2 * (size - 1)).astype(int)
+        rows = np.round((p[:, 1] + 1) / 2 * (size - 1)).astype(int)
+        img[rows, cols] = 1
+        return img
+
+    image = render(pts[0, 0])[None, None]
+    data = OmniglotMultimodal(image, pts, ("A",), ("A/c1",), np.zeros((1, 1), np.int32))
+    rot = multimodal_rotations(data)
+    assert rot.characters == ("A/c1", "A/c1/rot90", "A/c1/rot180", "A/c1/rot270")
+    for k in range(4):
+        np.testing.assert_array_equal(render(rot.strokes[k, 0]), rot.images[k, 0])
+
+
+def test_fusion_help_and_feature_sampler(capsys):
+    from experiments.fusion import main as fusion
+
+    with pytest.raises(SystemExit):
+        fusion.main(["--help"])
+    assert "--train-steps" in capsys.readouterr().out
+    # feature episodes pick the same drawings as the packed episodes of the same key
+    feats = np.arange(3 * 8 * 4 * 2, dtype=np.float32).reshape(3, 8 * 4, 2)
+    sample = fusion.feature_sampler(feats, 8, 4, ways=3, shots=1, queries=2, num_tasks=2, s_mod="stroke",
+                                    q_mod="image")
+    ep = sample(jax.random.key(0))
+    ref = scenarios.multimodal_episodes(jax.random.key(0), jnp.zeros((8, 4, 1, 1)), jnp.zeros((8, 4, 1, 3)),
+                                        num_tasks=2, ways=3, shots=1, queries=2, support_modality="stroke",
+                                        query_modality="image")
+    np.testing.assert_array_equal(ep.support_x, feats[1][np.asarray(ref.aux["support_index"])])
+    np.testing.assert_array_equal(ep.query_x, feats[0][np.asarray(ref.aux["query_index"])])

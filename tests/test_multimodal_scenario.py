@@ -1,0 +1,103 @@
+"""Multi-modal episodes: packing, modality flags, same episodes across modalities, determinism."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmeta import validate_episode
+from jaxmeta.scenarios import MODALITY_IDS, multimodal_episodes, pack_examples, unpack_examples
+
+C, D, H, P = 12, 6, 4, 5
+
+
+def _data():
+    # every value encodes its drawing, so gathered examples can be traced back
+    ids = np.arange(C * D, dtype=np.float32).reshape(C, D)
+    images = np.broadcast_to(ids[:, :, None, None], (C, D, H, H)).copy()
+    strokes = np.broadcast_to(-ids[:, :, None, None], (C, D, P, 3)).copy()
+    return jnp.asarray(images), jnp.asarray(strokes)
+
+
+def _episodes(key, s_mod, q_mod, **kw):
+    images, strokes = _data()
+    return multimodal_episodes(key, images, strokes, num_tasks=3, ways=4, shots=2, queries=3,
+                               support_modality=s_mod, query_modality=q_mod, **kw)
+
+
+def test_pack_unpack_round_trip_and_zero_fill():
+    images, strokes = jnp.arange(3 * 16.0).reshape(3, 4, 4), jnp.arange(3 * 15.0).reshape(3, 5, 3) + 1
+    x = pack_examples(images, strokes, jnp.array([0, 1, 2]))
+    hi, hs, im, st = unpack_examples(x, (4, 4), (5, 3))
+    np.testing.assert_array_equal(hi, [1, 0, 1])
+    np.testing.assert_array_equal(hs, [0, 1, 1])
+    np.testing.assert_array_equal(im[0], images[0])
+    np.testing.assert_array_equal(im[1], 0)
+    np.testing.assert_array_equal(st[0], 0)
+    np.testing.assert_array_equal(st[2], strokes[2])
+    with pytest.raises(ValueError, match="packed examples"):
+        unpack_examples(x, (4, 4), (6, 3))
+
+
+@pytest.mark.parametrize("s_mod, q_mod", [("image", "image"), ("stroke", "image"), ("image", "stroke"),
+                                          ("both", "both"), ("random", "random")])
+def test_examples_are_the_drawings_named_in_aux_with_their_modality(s_mod, q_mod):
+    eps = _episodes(jax.random.key(1), s_mod, q_mod)
+    validate_episode(eps, batched=True, num_ways=4)
+    for side in ("support", "query"):
+        x = np.asarray(getattr(eps, f"{side}_x"))
+        index = np.asarray(eps.aux[f"{side}_index"])
+        mod = np.asarray(eps.aux[f"{side}_modality"])
+        has_i, has_s = x[..., 0], x[..., 1]
+        np.testing.assert_array_equal(has_i, mod != MODALITY_IDS["stroke"])
+        np.testing.assert_array_equal(has_s, mod != MODALITY_IDS["image"])
+        np.testing.assert_array_equal(x[..., 2], np.where(has_i > 0, index, 0))          # image pixels = id
+        np.testing.assert_array_equal(x[..., -1], np.where(has_s > 0, -index, 0))        # stroke values = -id
+        want = {"image": {0}, "stroke": {1}, "both": {2}, "random": {0, 1, 2}}[s_mod if side == "support" else q_mod]
+        assert set(np.unique(mod)) <= want
+    # labels: class of a drawing is index // D, and labels are consistent within an episode
+    for e in range(3):
+        cls_s = np.asarray(eps.aux["support_index"][e]) // D
+        cls_q = np.asarray(eps.aux["query_index"][e]) // D
+        for n in range(4):
+            assert len(set(cls_s[np.asarray(eps.support_y[e]) == n]) | set(cls_q[np.asarray(eps.query_y[e]) == n])) == 1
+        assert not set(np.asarray(eps.aux["support_index"][e])) & set(np.asarray(eps.aux["query_index"][e]))
+
+
+def test_same_key_gives_the_same_episodes_in_every_modality():
+    key = jax.random.key(7)
+    ref = _episodes(key, "image", "image")
+    for s_mod, q_mod in (("stroke", "image"), ("both", "both"), ("random", "stroke")):
+        other = _episodes(key, s_mod, q_mod)
+        np.testing.assert_array_equal(other.aux["support_index"], ref.aux["support_index"])
+        np.testing.assert_array_equal(other.aux["query_index"], ref.aux["query_index"])
+        np.testing.assert_array_equal(other.query_y, ref.query_y)
+    again = _episodes(key, "random", "random")
+    np.testing.assert_array_equal(again.support_x, _episodes(key, "random", "random").support_x)
+    assert not np.array_equal(_episodes(jax.random.key(8), "image", "image").aux["support_index"],
+                              ref.aux["support_index"])
+
+
+def test_random_modalities_follow_probs_and_jit():
+    images, strokes = _data()
+    sample = jax.jit(lambda k: multimodal_episodes(k, images, strokes, num_tasks=200, ways=4, shots=2, queries=3,
+                                                   support_modality="random", query_modality="random",
+                                                   probs=(0.5, 0.25, 0.25)))
+    mod = np.asarray(sample(jax.random.key(0)).aux["query_modality"]).reshape(-1)
+    freq = np.bincount(mod, minlength=3) / mod.size
+    np.testing.assert_allclose(freq, [0.5, 0.25, 0.25], atol=0.03)
+
+
+def test_bad_arguments_name_the_argument():
+    images, strokes = _data()
+    with pytest.raises(ValueError, match="support_modality"):
+        multimodal_episodes(jax.random.key(0), images, strokes, num_tasks=1, ways=2, shots=1, queries=1,
+                            support_modality="audio")
+    with pytest.raises(ValueError, match="images, strokes"):
+        multimodal_episodes(jax.random.key(0), images, strokes[:3], num_tasks=1, ways=2, shots=1, queries=1)
+    with pytest.raises(ValueError, match="ways"):
+        multimodal_episodes(jax.random.key(0), images, strokes, num_tasks=1, ways=20, shots=1, queries=1)
+    with pytest.raises(ValueError, match="probs"):
+        multimodal_episodes(jax.random.key(0), images, strokes, num_tasks=1, ways=2, shots=1, queries=1, probs=(1.0,))
