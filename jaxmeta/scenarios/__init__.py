@@ -48,3 +48,20 @@ __all__ = [
     "check_semisup",
     "UNLABELLED_FIELDS",
 ]
+from jaxmeta.scenarios.imputation import (
+    FEATURES as IMPUTATION_FEATURES,
+    Neighbours,
+    column_stats,
+    imputation_episodes,
+    mar_mask,
+    masked_cell_tasks,
+    mcar_mask,
+    mnar_mask,
+    nearest_rows,
+    synthetic_table,
+)
+
+__all__ += [
+    "IMPUTATION_FEATURES", "Neighbours", "column_stats", "imputation_episodes", "mar_mask", "masked_cell_tasks",
+    "mcar_mask", "mnar_mask", "nearest_rows", "synthetic_table",
+]
