@@ -56,9 +56,10 @@ class Config:
     k: int = dataclasses.field(default=32, metadata={"help": "neighbours per cell (MetaImputer)"})
     knn_k: int = dataclasses.field(default=10, metadata={"help": "k of the kNN baseline"})
     hidden: Tuple[int, ...] = dataclasses.field(default=(64, 64), metadata={"help": "network widths"})
-    meta_tables: int = dataclasses.field(default=24, metadata={"help": "synthetic tables for meta-training"})
+    meta_tables: int = dataclasses.field(default=12, metadata={"help": "synthetic tables for meta-training"})
     meta_rows: int = dataclasses.field(default=2000, metadata={"help": "rows per synthetic table"})
-    meta_steps: int = dataclasses.field(default=2000, metadata={"help": "meta-training steps"})
+    meta_task_rows: int = dataclasses.field(default=300, metadata={"help": "rows per (table, rate) made into tasks"})
+    meta_steps: int = dataclasses.field(default=1000, metadata={"help": "meta-training steps"})
     adapt_steps: int = dataclasses.field(default=300, metadata={"help": "adaptation steps in fit"})
     adapt_rows: int = dataclasses.field(default=3000, metadata={"help": "rows drawn for adaptation tasks"})
     data_dir: str = dataclasses.field(default="", metadata={"help": "data folder (default: $JAXMETA_DATA)"})
@@ -66,6 +67,7 @@ class Config:
 
 
 QUICK = {"rates": (0.2, 0.5), "masks_main": 1, "masks_other": 1, "meta_tables": 2, "meta_rows": 300,
+         "meta_task_rows": 100,
          "meta_steps": 20, "adapt_steps": 10, "adapt_rows": 300, "methods": ("cnp", "maml", "mean", "knn"),
          "ablations": False}
 
@@ -107,7 +109,8 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         tables = [scenarios.synthetic_table(jax.random.fold_in(k_tables, i), config.meta_rows, X.shape[1],
                                             levels=(None, 8, 16)[i % 3]) for i in range(config.meta_tables)]
         for m in wanted_meta:
-            imp = MetaImputer.meta_train(tables, key=k_meta, steps=config.meta_steps, method=m, **settings)
+            imp = MetaImputer.meta_train(tables, key=k_meta, steps=config.meta_steps, method=m,
+                                       rows_per_table=config.meta_task_rows, **settings)
             meta[m], meta_seconds[m] = imp.meta_params, imp.timings_["meta_train_s"]
             print(f"meta-trained {m} on {len(tables)} synthetic tables ({imp.timings_['meta_train_tasks']} tasks) "
                   f"in {meta_seconds[m]:.1f}s", flush=True)

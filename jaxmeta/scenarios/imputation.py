@@ -8,7 +8,9 @@ is the cell itself. Every learner sees the same arrays:
 
 * ``support_x [K, F]`` per-neighbour features (:data:`FEATURES`): distance to
   ``q``, overlap (shared observed cells / D), rank / K, the column's observed
-  mean and std, the fraction of ``q``'s cells observed;
+  mean and std, the fraction of ``q``'s cells observed, and the mean and std
+  of the first 10 neighbours that observe column ``j`` (the kNN estimate,
+  column mean when none does);
 * ``support_y [K, 1]`` the neighbour's value in column ``j`` (0 when missing);
 * ``query_x [1, F]`` the same features for ``q`` itself (distance 0, rank 0);
 * ``query_y [1, 1]`` the held-out truth (0 where unknown);
@@ -50,7 +52,8 @@ __all__ = [
     "synthetic_table",
 ]
 
-FEATURES = ("distance", "overlap", "rank", "column_mean", "column_std", "row_observed")
+FEATURES = ("distance", "overlap", "rank", "column_mean", "column_std", "row_observed", "knn_mean", "knn_std")
+KNN = 10  # neighbours behind the knn_mean / knn_std features
 
 
 class Neighbours(NamedTuple):
@@ -279,7 +282,7 @@ def imputation_episodes(values, observed, rows, cols, neighbours: Neighbours, *,
       >>> nb = nearest_rows(X, M, 5, query_rows=[0, 1])
       >>> ep = imputation_episodes(X, M, np.array([0, 1]), np.array([2, 3]), nb)
       >>> ep.support_x.shape, ep.support_y.shape, ep.query_x.shape, ep.aux["column"].tolist()
-      ((2, 5, 6), (2, 5, 1), (2, 1, 6), [2, 3])
+      ((2, 5, 8), (2, 5, 1), (2, 1, 8), [2, 3])
     """
     m = jnp.asarray(observed)
     v = jnp.where(m, jnp.asarray(values, jnp.float32), 0.0)
@@ -302,10 +305,14 @@ def _episodes(v, m, rows, cols, nb: Neighbours, targets):
     E = rows.shape[0]
     row_obs = jnp.sum(mf[rows], axis=1) / D
     col_m, col_s = mean[cols], std[cols]
-    per_task = jnp.stack([col_m, col_s, row_obs], -1)  # [E, 3]
+    near = smask * (jnp.cumsum(smask, axis=1) <= KNN)  # the first KNN neighbours observing the column
+    n_near = jnp.sum(near, axis=1)
+    knn_mean = jnp.where(n_near > 0, jnp.sum(near * y, 1) / jnp.maximum(n_near, 1.0), col_m)
+    knn_var = jnp.sum(near * (y - knn_mean[:, None]) ** 2, 1) / jnp.maximum(n_near, 1.0)
+    per_task = jnp.stack([col_m, col_s, row_obs, knn_mean, jnp.sqrt(knn_var)], -1)  # [E, 5]
     rank = jnp.broadcast_to(jnp.arange(K, dtype=jnp.float32) / K, (E, K))
     sx = jnp.concatenate([jnp.stack([dist, nb.overlap, rank], -1),
-                          jnp.broadcast_to(per_task[:, None], (E, K, 3))], -1)
+                          jnp.broadcast_to(per_task[:, None], (E, K, per_task.shape[1]))], -1)
     qx = jnp.concatenate([jnp.stack([jnp.zeros(E), row_obs, jnp.zeros(E)], -1), per_task], -1)[:, None]
     aux = {"column": cols, "missing_rate": jnp.full((E,), rate), "column_mean": col_m, "column_std": col_s}
     return Episode(sx, y[..., None], qx, targets[:, None, None], support_mask=smask, aux=aux)
@@ -339,7 +346,7 @@ def masked_cell_tasks(key: jax.Array, values, observed, *, k: int, num_rows: int
       >>> X = np.random.default_rng(0).uniform(size=(200, 5)); M = np.ones_like(X, bool)
       >>> ep = masked_cell_tasks(jax.random.key(0), X, M, k=8, num_rows=100, extra_rate=0.2)
       >>> ep.support_x.shape[1:], 50 < ep.query_y.shape[0] < 150
-      ((8, 6), True)
+      ((8, 8), True)
     """
     values = _check_values(values, "values")
     observed = np.asarray(observed, bool)
