@@ -133,7 +133,7 @@ def knn_impute(X, k: int = 10, *, search: int = 32, chunk: int = 1024, scale: bo
     Example:
       >>> import numpy as np
       >>> X = np.array([[0.0, 0.0], [0.1, 1.0], [5.0, 9.0], [np.nan, 0.5]])
-      >>> knn_impute(X, k=2, search=3)[3, 0].round(2)
+      >>> round(float(knn_impute(X, k=2, search=3)[3, 0]), 2)
       0.05
     """
     A = check_table(X)
