@@ -36,11 +36,12 @@ Baselines with the same input conventions: :func:`mean_impute`,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +51,13 @@ import optax
 from jaxmeta import learners, losses, nets, scenarios, train
 from jaxmeta.episodes import Episode
 
-__all__ = ["MetaImputer", "check_table", "mean_impute", "knn_impute", "iterative_ridge_impute", "METHODS"]
+__all__ = ["MetaImputer", "check_table", "mean_impute", "knn_impute", "iterative_ridge_impute", "METHODS",
+           "DEFAULT_HIDDEN"]
 
 METHODS = ("cnp", "maml")
+# MAML adapts a network per missing cell at transform time (inner_steps gradient steps each), so its
+# default network is narrower: (32, 32) costs about a quarter of (64, 64) per cell on CPU.
+DEFAULT_HIDDEN = {"cnp": (64, 64), "maml": (32, 32)}
 
 
 def check_table(X, *, name: str = "X", n_features: Optional[int] = None, allow_empty_columns: bool = False) -> np.ndarray:
@@ -211,6 +216,42 @@ def _learner(method: str, hidden: Sequence[int], inner_steps: int, inner_lr: flo
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}.")
 
 
+class _Programs(NamedTuple):
+    learner: learners.MetaLearner
+    optimizer: optax.GradientTransformation
+    step: Callable  # (state, episodes, key) -> (state, metrics), jitted
+    take: Callable  # (episodes, idx) -> episodes, jitted
+    predict: Callable  # (params, episodes [B], key) -> [B], jitted
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(method: str, hidden: tuple, inner_steps: int, inner_lr: float, lr: float) -> _Programs:
+    """The compiled functions of one configuration, shared by every imputer with it.
+
+    Parameters and data are arguments (never closed over), and the batch
+    shapes are fixed (``batch_size`` for training, :data:`PREDICT_CHUNK` for
+    prediction), so each program compiles once per process, not once per
+    ``fit`` / ``transform`` call or per imputer.
+    """
+    learner = _learner(method, hidden, inner_steps, inner_lr)
+    optimizer = optax.adam(lr)
+
+    @jax.jit
+    def predict(params, eps, key):
+        keys = jax.random.split(key, eps.query_y.shape[0])
+
+        def one(ep, kk):
+            out = learner.predict(params, learner.adapt(params, ep, kk), ep.query_x)
+            return (out[..., 0] if method == "cnp" else out).reshape(-1)[0]  # cnp: [..., (mean, std)]
+
+        return jax.vmap(one)(eps, keys)
+
+    return _Programs(learner, optimizer, train.make_meta_step(learner, optimizer), jax.jit(_take), predict)
+
+
+PREDICT_CHUNK = 4096  # cells per compiled prediction call (the last chunk is padded)
+
+
 def _take(episodes: Episode, idx) -> Episode:
     return jax.tree_util.tree_map(lambda a: a[idx], episodes)
 
@@ -220,7 +261,7 @@ def _concat(eps: Sequence[Episode]) -> Episode:
 
 
 _CONFIG_KEYS = ("method", "k", "hidden", "inner_steps", "inner_lr", "adapt_steps", "adapt_rows", "adapt_lr",
-                "extra_rate", "batch_size", "round_integers", "chunk", "seed")
+                "extra_rate", "batch_size", "round_integers", "chunk", "residual", "seed")
 
 
 class MetaImputer:
@@ -239,7 +280,7 @@ class MetaImputer:
       method: ``"cnp"`` (model-based, one forward pass per cell) or ``"maml"``
         (gradient-based: ``inner_steps`` SGD steps per cell on its context set).
       k: neighbours in each cell's context set.
-      hidden: hidden widths of the networks.
+      hidden: hidden widths of the networks (default :data:`DEFAULT_HIDDEN` of ``method``).
       inner_steps, inner_lr: MAML's inner loop (``inner_lr`` is meta-learned per layer).
       adapt_steps: Adam steps of adaptation to the table in ``fit`` (0: use the
         meta-learned parameters as they are).
@@ -249,6 +290,8 @@ class MetaImputer:
       batch_size: tasks per step.
       round_integers: round columns whose observed values are all integers.
       chunk: rows per compiled neighbour search (memory ``chunk x rows``).
+      residual: the networks predict a correction of the cell's kNN estimate
+        (``centre=True`` tasks), so an untrained correction of 0 is plain kNN.
       seed: seed of the imputer's own PRNG key (training tasks, initialisation).
       meta_params: meta-learned parameters (from :meth:`meta_train` or :meth:`load`).
 
@@ -263,10 +306,10 @@ class MetaImputer:
       ((300, 3), False, True)
     """
 
-    def __init__(self, method: str = "cnp", *, k: int = 32, hidden: Sequence[int] = (64, 64), inner_steps: int = 3,
+    def __init__(self, method: str = "cnp", *, k: int = 32, hidden: Optional[Sequence[int]] = None, inner_steps: int = 3,
                  inner_lr: float = 0.1, adapt_steps: int = 300, adapt_rows: int = 4000, adapt_lr: float = 1e-3,
                  extra_rate: float = 0.2, batch_size: int = 256, round_integers: bool = True, chunk: int = 1024,
-                 seed: int = 0, meta_params=None):
+                 residual: bool = True, seed: int = 0, meta_params=None):
         if method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {method!r}.")
         for name, v in (("k", k), ("inner_steps", inner_steps), ("adapt_rows", adapt_rows),
@@ -277,7 +320,7 @@ class MetaImputer:
             raise ValueError(f"adapt_steps: expected >= 0, got {adapt_steps}.")
         if not 0.0 < float(extra_rate) < 1.0:
             raise ValueError(f"extra_rate: expected a fraction in (0, 1), got {extra_rate}.")
-        hidden = tuple(int(h) for h in hidden)
+        hidden = DEFAULT_HIDDEN[method] if hidden is None else tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden: expected positive layer widths, got {hidden}.")
         self.method, self.k, self.hidden = method, int(k), hidden
@@ -285,10 +328,12 @@ class MetaImputer:
         self.adapt_steps, self.adapt_rows, self.adapt_lr = int(adapt_steps), int(adapt_rows), float(adapt_lr)
         self.extra_rate, self.batch_size = float(extra_rate), int(batch_size)
         self.round_integers, self.chunk, self.seed = bool(round_integers), int(chunk), int(seed)
+        self.residual = bool(residual)
         self.meta_params = meta_params
         self.params_ = None
         self.timings_ = {}
-        self._learner = _learner(method, hidden, self.inner_steps, self.inner_lr)
+        self._programs = _programs(method, hidden, self.inner_steps, self.inner_lr, self.adapt_lr)
+        self._learner = self._programs.learner
 
     # ----- configuration, persistence ---------------------------------------------------------------
     def get_params(self) -> dict:
@@ -363,22 +408,17 @@ class MetaImputer:
 
     # ----- training ---------------------------------------------------------------------------------
     def _train(self, params, tasks: Episode, steps: int, key):
-        opt = optax.adam(self.adapt_lr)
-        k_init, k_loop = jax.random.split(key)
-        state = train.init_state(self._learner, opt, k_init, _take(tasks, jnp.arange(1)))
-        state = state._replace(params=params)
-        state = state._replace(opt_state=opt.init(params))
-        step = train.make_meta_step(self._learner, opt)
+        prog = self._programs
+        state = train.MetaState(params, prog.optimizer.init(params), jnp.zeros((), jnp.int32))
         n = tasks.query_y.shape[0]
-        take = jax.jit(_take)
         history = []
         for t in range(int(steps)):
-            k_idx, k_step = jax.random.split(jax.random.fold_in(k_loop, t))
+            k_idx, k_step = jax.random.split(jax.random.fold_in(key, t))
             idx = jax.random.randint(k_idx, (self.batch_size,), 0, n)
-            state, metrics = step(state, take(tasks, idx), k_step)
+            state, metrics = prog.step(state, prog.take(tasks, idx), k_step)
             if t % 50 == 0 or t == steps - 1:
-                history.append(float(metrics["loss"]))
-        self.history_ = history
+                history.append(metrics["loss"])
+        self.history_ = [float(v) for v in history]  # one host transfer at the end, not one per step
         return state.params
 
     @classmethod
@@ -429,7 +469,8 @@ class MetaImputer:
                 k_mask, k_cells = jax.random.split(kk)
                 seen = obs & np.asarray(scenarios.mcar_mask(k_mask, A.shape, rate))
                 pool.append(scenarios.masked_cell_tasks(k_cells, S, seen, k=imp.k, extra_rate=imp.extra_rate,
-                                                        num_rows=min(rows_per_table, A.shape[0]), chunk=imp.chunk))
+                                                        num_rows=min(rows_per_table, A.shape[0]), chunk=imp.chunk,
+                                                        centre=imp.residual))
         tasks = _concat(pool)
         imp.meta_params = imp._train(imp._init_params(k_init), tasks, steps, k_train)
         imp.timings_ = {"meta_train_s": time.perf_counter() - start, "meta_train_tasks": int(tasks.query_y.shape[0])}
@@ -461,7 +502,8 @@ class MetaImputer:
         params = self.meta_params if self.meta_params is not None else self._init_params(k_init)
         if self.adapt_steps > 0:
             tasks = scenarios.masked_cell_tasks(k_tasks, S, obs, k=self.k, extra_rate=self.extra_rate,
-                                                num_rows=min(self.adapt_rows, A.shape[0]), chunk=self.chunk)
+                                                num_rows=min(self.adapt_rows, A.shape[0]), chunk=self.chunk,
+                                                centre=self.residual)
             if tasks.query_y.shape[0] == 0:
                 raise ValueError("X: has too few observed cells to build adaptation tasks; set adapt_steps=0.")
             params = self._train(params, tasks, self.adapt_steps, k_train)
@@ -470,29 +512,18 @@ class MetaImputer:
         return self
 
     def _predict_cells(self, episodes: Episode, key) -> np.ndarray:
-        learner = self._learner
-        params = self.params_
-
-        @jax.jit
-        def run(eps, k):
-            keys = jax.random.split(k, eps.query_y.shape[0])
-
-            def one(ep, kk):
-                tp = learner.adapt(params, ep, kk)
-                out = learner.predict(params, tp, ep.query_x)
-                return out[..., 0].reshape(-1)[0] if self.method == "cnp" else out.reshape(-1)[0]
-            return jax.vmap(one)(eps, keys)
-
+        """Predictions (scaled) for a batch of cell tasks, in fixed-size chunks of one compiled program."""
+        predict, params = self._programs.predict, self.params_
         n = episodes.query_y.shape[0]
-        B = 8192
+        B = PREDICT_CHUNK
         preds = []
         for s in range(0, n, B):
             part = _take(episodes, slice(s, min(s + B, n)))
             m = part.query_y.shape[0]
-            if m < B:  # pad to a fixed size: one compilation
+            if m < B:  # pad to the fixed size: no recompilation for the remainder
                 part = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], B - m, 0)]), part)
-            preds.append(np.asarray(run(part, jax.random.fold_in(key, s)))[:m])
-        return np.concatenate(preds) if preds else np.zeros(0)
+            preds.append(predict(params, part, jax.random.fold_in(key, s))[:m])
+        return np.asarray(jnp.concatenate(preds)) if preds else np.zeros(0)
 
     def transform(self, X) -> np.ndarray:
         """Returns ``X`` with every NaN filled; observed cells are returned unchanged (a new array).
@@ -530,8 +561,8 @@ class MetaImputer:
             pos[rows_with_gaps] = np.arange(len(rows_with_gaps))
             cr, cc = np.nonzero(~obs & obs.any(axis=1, keepdims=True))
             nb_cells = scenarios.Neighbours(*(a[pos[cr]] for a in nb))
-            eps = scenarios.imputation_episodes(V, O, cr + offset, cc, nb_cells)
-            pred = self._predict_cells(eps, jax.random.key(self.seed + 1))
+            eps = scenarios.imputation_episodes(V, O, cr + offset, cc, nb_cells, centre=self.residual)
+            pred = self._predict_cells(eps, jax.random.key(self.seed + 1)) + np.asarray(eps.aux["offset"])
             out[cr, cc] = pred * span[cc] + self.lo_[cc]
         empty = ~obs.any(axis=1)
         if empty.any():  # nothing to match on: the fitted column means

@@ -22,7 +22,8 @@ the CNP trained on the table alone from a random initialisation
 (``cnp_scratch``, same adaptation steps), to show what meta-training adds.
 
 Outputs under ``--workdir``: ``results.json`` (per method and rate: RMSE mean,
-std, per-mask values, fit+transform seconds), ``rmse_vs_rate.png``.
+std, 95% t-interval half-width, per-mask values, fit+transform wall and process
+CPU seconds; rewritten after every rate), ``rmse_vs_rate.png``.
 """
 
 from __future__ import annotations
@@ -48,19 +49,22 @@ BASELINES = ("mean", "knn", "iterative_ridge", "sklearn_iterative")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    rates: Tuple[float, ...] = dataclasses.field(default=(0.1, 0.2, 0.3, 0.5, 0.8), metadata={"help": "MCAR rates"})
+    rates: Tuple[float, ...] = dataclasses.field(default=(0.2, 0.1, 0.3, 0.5, 0.8), metadata={"help": "MCAR rates"})
     masks_main: int = dataclasses.field(default=10, metadata={"help": "masks at 20% (GAIN: 10)"})
     masks_other: int = dataclasses.field(default=2, metadata={"help": "masks at the other rates"})
     methods: Tuple[str, ...] = dataclasses.field(default=META + BASELINES, metadata={"help": "methods to run"})
     ablations: bool = dataclasses.field(default=True, metadata={"help": "cnp_zero_shot and cnp_scratch at 20%"})
+    ablation_masks: int = dataclasses.field(default=3, metadata={"help": "masks at 20% that also run the ablations"})
     k: int = dataclasses.field(default=32, metadata={"help": "neighbours per cell (MetaImputer)"})
     knn_k: int = dataclasses.field(default=10, metadata={"help": "k of the kNN baseline"})
-    hidden: Tuple[int, ...] = dataclasses.field(default=(64, 64), metadata={"help": "network widths"})
+    hidden: Tuple[int, ...] = dataclasses.field(default=(), metadata={"help": "network widths (empty: "
+                                                "impute.DEFAULT_HIDDEN per method)"})
     meta_tables: int = dataclasses.field(default=12, metadata={"help": "synthetic tables for meta-training"})
     meta_rows: int = dataclasses.field(default=2000, metadata={"help": "rows per synthetic table"})
     meta_task_rows: int = dataclasses.field(default=300, metadata={"help": "rows per (table, rate) made into tasks"})
     meta_steps: int = dataclasses.field(default=1000, metadata={"help": "meta-training steps"})
-    adapt_steps: int = dataclasses.field(default=300, metadata={"help": "adaptation steps in fit"})
+    adapt_steps: int = dataclasses.field(default=1000, metadata={"help": "adaptation steps in fit (cnp)"})
+    maml_adapt_steps: int = dataclasses.field(default=300, metadata={"help": "adaptation steps in fit (maml)"})
     adapt_rows: int = dataclasses.field(default=3000, metadata={"help": "rows drawn for adaptation tasks"})
     data_dir: str = dataclasses.field(default="", metadata={"help": "data folder (default: $JAXMETA_DATA)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed"})
@@ -68,7 +72,7 @@ class Config:
 
 QUICK = {"rates": (0.2, 0.5), "masks_main": 1, "masks_other": 1, "meta_tables": 2, "meta_rows": 300,
          "meta_task_rows": 100,
-         "meta_steps": 20, "adapt_steps": 10, "adapt_rows": 300, "methods": ("cnp", "maml", "mean", "knn"),
+         "meta_steps": 20, "adapt_steps": 10, "maml_adapt_steps": 10, "adapt_rows": 300, "methods": ("cnp", "maml", "mean", "knn"),
          "ablations": False}
 
 
@@ -100,7 +104,11 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
     Xs = (X - lo) / (hi - lo)
     key = jax.random.key(config.seed)
     k_meta, k_tables, k_masks = jax.random.split(key, 3)
-    settings = dict(k=config.k, hidden=config.hidden, adapt_steps=config.adapt_steps, adapt_rows=config.adapt_rows)
+    base_settings = dict(k=config.k, hidden=tuple(config.hidden) or None, adapt_rows=config.adapt_rows)
+    steps_of = {"cnp": config.adapt_steps, "maml": config.maml_adapt_steps}
+
+    def settings_for(m):
+        return dict(base_settings, adapt_steps=steps_of[m])
 
     meta = {}
     meta_seconds = {}
@@ -110,20 +118,21 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
                                             levels=(None, 8, 16)[i % 3]) for i in range(config.meta_tables)]
         for m in wanted_meta:
             imp = MetaImputer.meta_train(tables, key=k_meta, steps=config.meta_steps, method=m,
-                                       rows_per_table=config.meta_task_rows, **settings)
+                                       rows_per_table=config.meta_task_rows, **settings_for(m))
             meta[m], meta_seconds[m] = imp.meta_params, imp.timings_["meta_train_s"]
             print(f"meta-trained {m} on {len(tables)} synthetic tables ({imp.timings_['meta_train_tasks']} tasks) "
                   f"in {meta_seconds[m]:.1f}s", flush=True)
 
-    def imputers(rate):
+    def imputers(rate, mask_index):
         out = {}
         for m in config.methods:
             if m in META:
-                out[m] = lambda Xn, m=m: MetaImputer(m, meta_params=meta[m], **settings).fit_transform(Xn)
-        if config.ablations and abs(rate - 0.2) < 1e-9 and "cnp" in config.methods:
+                out[m] = lambda Xn, m=m: MetaImputer(m, meta_params=meta[m], **settings_for(m)).fit_transform(Xn)
+        if (config.ablations and abs(rate - 0.2) < 1e-9 and "cnp" in config.methods
+                and mask_index < config.ablation_masks):
             out["cnp_zero_shot"] = lambda Xn: MetaImputer("cnp", meta_params=meta["cnp"],
-                                                          **dict(settings, adapt_steps=0)).fit_transform(Xn)
-            out["cnp_scratch"] = lambda Xn: MetaImputer("cnp", **settings).fit_transform(Xn)
+                                                          **dict(settings_for("cnp"), adapt_steps=0)).fit_transform(Xn)
+            out["cnp_scratch"] = lambda Xn: MetaImputer("cnp", **settings_for("cnp")).fit_transform(Xn)
         base = {"mean": mean_impute, "knn": lambda Xn: knn_impute(Xn, config.knn_k),
                 "iterative_ridge": iterative_ridge_impute, "sklearn_iterative": sklearn_iterative}
         out.update({m: base[m] for m in BASELINES if m in config.methods})
@@ -137,26 +146,46 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
             observed = np.asarray(scenarios.mcar_mask(jax.random.fold_in(jax.random.fold_in(k_masks, r_i), i),
                                                       X.shape, rate))
             Xn = np.where(observed, X, np.nan)
-            for name, fn in imputers(rate).items():
-                start = time.perf_counter()
+            for name, fn in imputers(rate, i).items():
+                start, cpu_start = time.perf_counter(), time.process_time()
                 filled = fn(Xn)
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
                 if filled is None:  # scikit-learn not installed
                     continue
                 if not np.array_equal(filled[observed], X[observed]):
                     raise AssertionError(f"{name} changed observed cells")
                 value = rmse(filled, Xs, observed, lo, hi)
-                rec = per.setdefault(name, {"rmse": [], "seconds": []})
+                rec = per.setdefault(name, {"rmse": [], "seconds": [], "cpu_seconds": []})
                 rec["rmse"].append(value)
                 rec["seconds"].append(seconds)
-                print(f"rate {rate:.1f} mask {i}: {name:>18} RMSE {value:.4f}  ({seconds:.1f}s)", flush=True)
+                rec["cpu_seconds"].append(cpu)
+                print(f"rate {rate:.1f} mask {i}: {name:>18} RMSE {value:.4f}  ({seconds:.1f}s wall, {cpu:.1f}s cpu)",
+                      flush=True)
         for rec in per.values():
             rec["mean"], rec["std"] = float(np.mean(rec["rmse"])), float(np.std(rec["rmse"]))
             rec["mean_seconds"] = float(np.mean(rec["seconds"]))
+            rec["ci95"] = _ci95(rec["rmse"])
         results[f"{rate:.1f}"] = per
         print(f"== rate {rate:.1f}: " + ", ".join(f"{n} {v['mean']:.4f}±{v['std']:.4f}" for n, v in per.items()),
               flush=True)
-    output = {
+        train.write_json(os.path.join(workdir, "results.json"), _output(config, meta_seconds, results))
+    output = _output(config, meta_seconds, results)
+    train.write_json(os.path.join(workdir, "results.json"), output)
+    plot(results, os.path.join(workdir, "rmse_vs_rate.png"))
+    return output
+
+
+def _ci95(values) -> float:
+    """Half-width of the 95% t-interval of the mean (0 for a single value)."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return 0.0
+    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}.get(len(v), 1.96)
+    return float(t * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def _output(config, meta_seconds, results) -> dict:
+    return {
         "experiment": "UCI Letter imputation, GAIN protocol (MCAR, min-max scale of the complete data, rounded, "
                       "RMSE over missing cells)",
         "config": dataclasses.asdict(config),
@@ -165,9 +194,6 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         "results": results,
         "metadata": common.run_metadata(),
     }
-    train.write_json(os.path.join(workdir, "results.json"), output)
-    plot(results, os.path.join(workdir, "rmse_vs_rate.png"))
-    return output
 
 
 def plot(results: dict, path: str) -> None:

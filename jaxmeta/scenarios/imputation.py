@@ -15,7 +15,10 @@ is the cell itself. Every learner sees the same arrays:
 * ``query_x [1, F]`` the same features for ``q`` itself (distance 0, rank 0);
 * ``query_y [1, 1]`` the held-out truth (0 where unknown);
 * ``aux`` the task description: ``column`` (int32), ``missing_rate`` (of the
-  table), ``column_mean``, ``column_std``.
+  table), ``column_mean``, ``column_std``, and ``offset``: the value subtracted
+  from every target (0, or with ``centre=True`` the kNN estimate, so that a
+  learner predicts a *correction* of kNN and predicting 0 is plain kNN;
+  add ``offset`` back to a prediction).
 
 Masks are boolean ``observed`` arrays (``True`` = the cell is seen):
 :func:`mcar_mask` (missing completely at random), :func:`mar_mask` (missing at
@@ -260,7 +263,8 @@ def _nearest_topk(v, m, sq, rows, k):
     return idx.astype(jnp.int32), -neg, ov
 
 
-def imputation_episodes(values, observed, rows, cols, neighbours: Neighbours, *, targets=None) -> Episode:
+def imputation_episodes(values, observed, rows, cols, neighbours: Neighbours, *, targets=None,
+                        centre: bool = False) -> Episode:
     """The imputation tasks of cells ``(rows[e], cols[e])`` as a batch of episodes (see the module docstring).
 
     Args:
@@ -269,12 +273,14 @@ def imputation_episodes(values, observed, rows, cols, neighbours: Neighbours, *,
       rows, cols: ``[E]`` cell coordinates.
       neighbours: :class:`Neighbours` of ``rows`` (row ``e`` of it belongs to ``rows[e]``).
       targets: optional ``[E]`` truth for ``query_y`` (zeros otherwise).
+      centre: subtract the kNN estimate (the ``knn_mean`` feature) from
+        ``support_y`` and ``query_y``; ``aux["offset"]`` holds what was subtracted.
 
     Returns:
       An :class:`~jaxmeta.Episode` batch: ``support_x [E, K, F]``,
       ``support_y [E, K, 1]``, ``query_x [E, 1, F]``, ``query_y [E, 1, 1]``,
       ``support_mask [E, K]`` (1 where the neighbour observes the column),
-      ``aux`` with ``column``, ``missing_rate``, ``column_mean``, ``column_std`` (each ``[E]``).
+      ``aux`` with ``column``, ``missing_rate``, ``column_mean``, ``column_std``, ``offset`` (each ``[E]``).
 
     Example:
       >>> import numpy as np
@@ -287,11 +293,12 @@ def imputation_episodes(values, observed, rows, cols, neighbours: Neighbours, *,
     m = jnp.asarray(observed)
     v = jnp.where(m, jnp.asarray(values, jnp.float32), 0.0)
     return _episodes(v, m, jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32), neighbours,
-                     jnp.zeros(len(rows), jnp.float32) if targets is None else jnp.asarray(targets, jnp.float32))
+                     jnp.zeros(len(rows), jnp.float32) if targets is None else jnp.asarray(targets, jnp.float32),
+                     bool(centre))
 
 
-@jax.jit
-def _episodes(v, m, rows, cols, nb: Neighbours, targets):
+@partial(jax.jit, static_argnums=6)
+def _episodes(v, m, rows, cols, nb: Neighbours, targets, centre):
     mean, std = column_stats(v, m)
     K = nb.index.shape[1]
     D = v.shape[1]
@@ -314,12 +321,16 @@ def _episodes(v, m, rows, cols, nb: Neighbours, targets):
     sx = jnp.concatenate([jnp.stack([dist, nb.overlap, rank], -1),
                           jnp.broadcast_to(per_task[:, None], (E, K, per_task.shape[1]))], -1)
     qx = jnp.concatenate([jnp.stack([jnp.zeros(E), row_obs, jnp.zeros(E)], -1), per_task], -1)[:, None]
-    aux = {"column": cols, "missing_rate": jnp.full((E,), rate), "column_mean": col_m, "column_std": col_s}
-    return Episode(sx, y[..., None], qx, targets[:, None, None], support_mask=smask, aux=aux)
+    offset = knn_mean if centre else jnp.zeros(E)
+    aux = {"column": cols, "missing_rate": jnp.full((E,), rate), "column_mean": col_m, "column_std": col_s,
+           "offset": offset}
+    sy = (y - offset[:, None]) * smask  # 0 where the neighbour does not observe the column
+    qy = targets - offset
+    return Episode(sx, sy[..., None], qx, qy[:, None, None], support_mask=smask, aux=aux)
 
 
 def masked_cell_tasks(key: jax.Array, values, observed, *, k: int, num_rows: int, extra_rate: float = 0.2,
-                      chunk: int = 1024) -> Episode:
+                      chunk: int = 1024, centre: bool = False) -> Episode:
     """Self-supervised imputation tasks from an incomplete table: hide observed cells and predict them.
 
     Draws ``num_rows`` rows, hides each of their *observed* cells with
@@ -336,6 +347,7 @@ def masked_cell_tasks(key: jax.Array, values, observed, *, k: int, num_rows: int
       num_rows: rows to draw (without replacement; at most ``R``).
       extra_rate: probability of hiding an observed cell of a drawn row.
       chunk: query rows per compiled neighbour search.
+      centre: targets relative to the kNN estimate (see :func:`imputation_episodes`).
 
     Returns:
       An :class:`~jaxmeta.Episode` batch (as :func:`imputation_episodes`), one
@@ -364,7 +376,7 @@ def masked_cell_tasks(key: jax.Array, values, observed, *, k: int, num_rows: int
     cell_r, cell_c = np.nonzero(hide)
     sel = np.array([pos[r] for r in cell_r], np.int64)
     nb_cells = Neighbours(*(a[sel] for a in nb))
-    return imputation_episodes(values, seen, cell_r, cell_c, nb_cells, targets=values[cell_r, cell_c])
+    return imputation_episodes(values, seen, cell_r, cell_c, nb_cells, targets=values[cell_r, cell_c], centre=centre)
 
 
 def synthetic_table(key: jax.Array, rows: int, cols: int, *, clusters: int = 8, latent: int = 3,
