@@ -307,7 +307,7 @@ class MetaImputer:
     """
 
     def __init__(self, method: str = "cnp", *, k: int = 32, hidden: Optional[Sequence[int]] = None, inner_steps: int = 3,
-                 inner_lr: float = 0.1, adapt_steps: int = 300, adapt_rows: int = 4000, adapt_lr: float = 1e-3,
+                 inner_lr: float = 0.1, adapt_steps: int = 1000, adapt_rows: int = 3000, adapt_lr: float = 1e-3,
                  extra_rate: float = 0.2, batch_size: int = 256, round_integers: bool = True, chunk: int = 1024,
                  residual: bool = True, seed: int = 0, meta_params=None):
         if method not in METHODS:

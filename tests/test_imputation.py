@@ -193,3 +193,95 @@ def test_letter_imputation_small_run():
     err = lambda F: np.sqrt(np.mean(((F - X) / span)[~M] ** 2))  # noqa: E731
     assert np.array_equal(out, np.round(out))
     assert err(out) < err(mean_impute(Xn))
+
+
+# ----- bad input: a clear error, the caller's array untouched ------------------------------------------------
+def _bad_tables():
+    X, M = _table()
+    Xn = np.where(M, X, np.nan)
+    col = Xn.copy()
+    col[:, 2] = np.nan
+    inf = Xn.copy()
+    inf[0, 0] = np.inf
+    return [
+        (col, ValueError, r"column\(s\) \[2\] are entirely NaN"),
+        (np.full((10, 3), np.nan), ValueError, "no observed"),
+        (np.array([["a", "b"], ["c", "d"]]), TypeError, "numeric dtype"),
+        (np.array([[1.0, None], [2.0, 3.0]], dtype=object), TypeError, "numeric dtype"),
+        (inf, ValueError, "inf"),
+        (Xn[:, 0].copy(), ValueError, "2-D"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_bad_tables_raise_and_leave_input_unchanged(case):
+    bad, error, message = _bad_tables()[case]
+    before = bad.copy()
+    for call in (MetaImputer(**TINY).fit, MetaImputer(**TINY).fit_transform, mean_impute, knn_impute,
+                 iterative_ridge_impute):
+        with pytest.raises(error, match=message):
+            call(bad)
+        if bad.dtype == object or bad.dtype.kind == "U":
+            assert (bad == before).all() if bad.dtype.kind == "U" else bad.tolist() == before.tolist()
+        else:
+            np.testing.assert_array_equal(bad, before)  # NaN-aware equality: nothing modified in place
+
+
+def test_transform_errors_leave_input_unchanged():
+    X, M = _table()
+    Xn = np.where(M, X, np.nan)
+    imp = MetaImputer(**TINY).fit(Xn)
+    for bad, message in ((Xn[:, :3].copy(), "has 3 columns but fit saw 4"), (np.full((5, 4), np.nan), "no observed"),
+                         (np.where(np.isnan(Xn), np.inf, Xn), "inf")):
+        before = bad.copy()
+        with pytest.raises(ValueError, match=message):
+            imp.transform(bad)
+        np.testing.assert_array_equal(bad, before)
+    before = Xn.copy()
+    imp.transform(Xn)
+    np.testing.assert_array_equal(Xn, before)
+
+
+def test_no_complete_row_and_all_missing_rows_still_imputed():
+    X, _ = _table(rows=80)
+    Xn = X.copy()
+    Xn[np.arange(80), np.arange(80) % 4] = np.nan  # every row misses one cell: no complete row
+    Xn[[5, 6]] = np.nan  # and two rows miss every cell
+    out = MetaImputer(**TINY).fit_transform(Xn)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out[5], np.nanmean(Xn, 0), rtol=1e-5)  # column means of the fitted table
+    np.testing.assert_array_equal(out[~np.isnan(Xn)], Xn[~np.isnan(Xn)])
+    for call in (mean_impute, knn_impute, iterative_ridge_impute):
+        assert np.isfinite(call(Xn)).all()
+
+
+# ----- kNN-residual tasks and compiled programs --------------------------------------------------------------
+def test_centred_tasks_are_knn_residuals():
+    X, M = _table(rows=60, cols=4)
+    rows, cols = np.array([0, 7, 9]), np.array([1, 2, 0])
+    nb = scenarios.nearest_rows(X, M, 12, query_rows=rows)
+    plain = scenarios.imputation_episodes(X, M, rows, cols, nb, targets=X[rows, cols])
+    cent = scenarios.imputation_episodes(X, M, rows, cols, nb, targets=X[rows, cols], centre=True)
+    assert np.asarray(plain.aux["offset"]).tolist() == [0.0, 0.0, 0.0]
+    knn = []  # NumPy reference: mean of the first KNN neighbours that observe the column
+    for e in range(3):
+        idx = [r for r in np.asarray(nb.index[e]) if M[r, cols[e]]][: scenarios.imputation.KNN]
+        knn.append(X[idx, cols[e]].mean())
+    np.testing.assert_allclose(np.asarray(cent.aux["offset"]), knn, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(cent.query_y[:, 0, 0]) + knn, X[rows, cols], rtol=1e-5, atol=1e-6)
+    sm = np.asarray(cent.support_mask)
+    np.testing.assert_allclose(np.asarray(cent.support_y[..., 0]),
+                               (np.asarray(plain.support_y[..., 0]) - np.array(knn)[:, None]) * sm, atol=1e-6)
+
+
+def test_fit_transform_compiles_once_per_configuration():
+    X, M = _table(rows=150)
+    Xn = np.where(M, X, np.nan)
+    first = MetaImputer(**TINY)
+    first.fit_transform(Xn)
+    prog = first._programs
+    sizes = (prog.step._cache_size(), prog.predict._cache_size())
+    second = MetaImputer(**dict(TINY, seed=1))  # same configuration, a different table size and seed
+    assert second._programs is prog
+    second.fit_transform(Xn[:100])
+    assert (prog.step._cache_size(), prog.predict._cache_size()) == sizes
