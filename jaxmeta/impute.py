@@ -22,6 +22,18 @@ context set to a prediction for the cell:
   steps on the context set fit the local trend; the adapted MLP is evaluated at
   the cell itself (distance 0, rank 0).
 
+With ``residual=True`` (the default) the targets are relative to the cell's
+plain kNN estimate (the mean of its 10 nearest rows that observe the column,
+``scenarios.imputation_episodes(..., centre=True)``): the networks learn a
+*correction* of kNN, so a correction of zero is kNN itself.
+
+Speed: the compiled programs (training step, prediction) are cached per
+configuration and take parameters as arguments; prediction runs in fixed
+chunks of :data:`PREDICT_CHUNK` cells; the neighbour search is one jitted
+matrix-product-and-``top_k`` per chunk of ``chunk`` rows (memory ``chunk x
+rows``). So ``fit`` and ``transform`` compile once per process and
+configuration, whatever the table's size.
+
 Meta-training (:meth:`MetaImputer.meta_train`) runs on many imputation tasks
 from any tables (complete or not): observed cells are hidden at random and
 predicted. ``fit(X)`` then *adapts* the meta-learned parameters to ``X`` with
