@@ -285,3 +285,19 @@ def test_fit_transform_compiles_once_per_configuration():
     assert second._programs is prog
     second.fit_transform(Xn[:100])
     assert (prog.step._cache_size(), prog.predict._cache_size()) == sizes
+
+
+# ----- the Letter experiment's helpers ---------------------------------------------------------------------
+def test_experiment_rejects_unknown_method_and_scores_like_gain(tmp_path):
+    from experiments.imputation import main as exp
+
+    with pytest.raises(ValueError, match="unknown method 'gain'"):
+        exp.train_and_evaluate(exp.Config(methods=("gain",)), str(tmp_path))
+    X = np.array([[0.0, 10.0], [2.0, 20.0], [4.0, 30.0]])
+    lo, hi = X.min(0), X.max(0)
+    seen = np.array([[True, False], [False, True], [True, True]])
+    filled = np.where(seen, X, [[0, 14.6], [1.4, 0], [0, 0]])  # rounded to 15 and 1 before scoring
+    expected = np.sqrt(((15 - 10) / 20) ** 2 / 2 + ((1 - 2) / 4) ** 2 / 2)
+    assert abs(exp.rmse(filled, (X - lo) / (hi - lo), seen, lo, hi) - expected) < 1e-12
+    v = [0.1, 0.12, 0.11, 0.13, 0.09]
+    assert abs(exp._ci95(v) - 2.776 * np.std(v, ddof=1) / np.sqrt(5)) < 1e-12
