@@ -54,3 +54,20 @@ __all__ = [
     "MODALITIES",
     "MODALITY_IDS",
 ]
+from jaxmeta.scenarios.imputation import (
+    FEATURES as IMPUTATION_FEATURES,
+    Neighbours,
+    column_stats,
+    imputation_episodes,
+    mar_mask,
+    masked_cell_tasks,
+    mcar_mask,
+    mnar_mask,
+    nearest_rows,
+    synthetic_table,
+)
+
+__all__ += [
+    "IMPUTATION_FEATURES", "Neighbours", "column_stats", "imputation_episodes", "mar_mask", "masked_cell_tasks",
+    "mcar_mask", "mnar_mask", "nearest_rows", "synthetic_table",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.imputation.main import main
+
+sys.exit(main())
