@@ -11,7 +11,7 @@ import pytest
 from benchmarks import harness
 
 
-@pytest.mark.parametrize("module", ["benchmarks.peers", "benchmarks.meta_step", "benchmarks.worker"])
+@pytest.mark.parametrize("module", ["benchmarks.peers", "benchmarks.meta_step", "benchmarks.worker", "benchmarks.imputation"])
 def test_help(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=harness.ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "usage" in proc.stdout
