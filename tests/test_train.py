@@ -150,3 +150,7 @@ def test_write_json_is_atomic_and_jsonable(tmp_path):
     data = json.loads(path.read_text())
     assert data == {"a": 1.5, "b": [0, 1, 2], "c": "nan"}
     assert not [p for p in os.listdir(path.parent) if p.startswith(".tmp")]
+    # the usual permissions of a new file (umask applied), not the 0600 of a temporary file
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask

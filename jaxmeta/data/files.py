@@ -106,6 +106,13 @@ def verify(path: str, remote: RemoteFile) -> None:
             return
 
 
+def _default_mode() -> int:
+    """0o666 minus the process umask: the mode ``open(path, "w")`` would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a synced temporary file and a rename (never a half-written file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -114,6 +121,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _default_mode())  # mkstemp makes 0600; give the file the usual permissions
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
