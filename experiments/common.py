@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import jax
 
@@ -67,6 +67,46 @@ def config_from_args(config_cls, args, quick_overrides: Optional[dict] = None):
         if v is not None:
             values[field.name] = tuple(v) if isinstance(field.default, tuple) else v
     return config_cls(**values)
+
+
+def run_experiment(
+    argv,
+    config_cls,
+    quick_overrides: Optional[dict],
+    description: str,
+    train_and_evaluate: Callable,
+    name: Union[str, Callable[[Any], str]],
+    *,
+    data_dir: bool = False,
+) -> int:
+    """The ``main(argv)`` of every experiment script: flags, config, workdir, run, summary line.
+
+    Args:
+      argv: command-line arguments (``None``: ``sys.argv[1:]``).
+      config_cls: the script's config dataclass (one ``--flag`` per field).
+      quick_overrides: field values for ``--quick``.
+      description: the ``--help`` text.
+      train_and_evaluate: ``(config, workdir, *, progress, fresh[, data_dir]) -> results``.
+      name: the default workdir under ``runs/`` (or a function of the config giving it);
+        ``-quick`` is appended for ``--quick`` runs.
+      data_dir: add a ``--data-dir`` flag and pass it on (default ``$JAXMETA_DATA``).
+
+    Returns:
+      The exit status, 0.
+    """
+    parser = parser_for(config_cls, description)
+    if data_dir:
+        parser.add_argument("--data-dir", default=None, help="folder with the data sets (default: $JAXMETA_DATA)")
+    args = parser.parse_args(argv)
+    config = config_from_args(config_cls, args, quick_overrides)
+    folder = name(config) if callable(name) else name
+    workdir = args.workdir or os.path.join("runs", folder + ("-quick" if args.quick else ""))
+    extra = {"data_dir": args.data_dir} if data_dir else {}
+    start = time.perf_counter()
+    train_and_evaluate(config, workdir, progress=not args.no_progress, fresh=args.fresh, **extra)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"total {minutes:.1f} min; results in {os.path.join(workdir, 'results.json')}")
+    return 0
 
 
 def pyplot():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import resource
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,26 @@ import optax
 import pytest
 
 from jaxmeta import Episode, learners, losses, nets, scenarios
+from jaxmeta.train import meta_step as _meta_step
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs(request):
+    """Frees every compiled program and cached eval step after each test module.
+
+    Without this the suite keeps thousands of XLA executables (and the data
+    arrays their closures hold) alive until the end and outgrows a 24 GB machine.
+    """
+    yield
+    _meta_step._cached_eval_step.cache_clear()
+    jax.clear_caches()
+    gc.collect()
+    log = os.environ.get("JAXMETA_TEST_MEMLOG")
+    if log:
+        with open(log, "a") as f:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+            f.write(f"{request.module.__name__}: rss {rss} MB, peak {peak} MB\n")
 
 DATA_DIR = os.environ.get("JAXMETA_DATA")
 

@@ -12,13 +12,12 @@ SCRIPT = textwrap.dedent('''
     assert jax.device_count() == 4, jax.devices()
     from jaxmeta import learners, losses, nets, scenarios, train
 
-    for learner in (learners.maml(nets.mlp((16, 16), 1), losses.squared_error, inner_lr=0.05, inner_steps=2),
-                    learners.protonet(nets.mlp((16,), None), num_ways=3)):
-        if learner.init.__qualname__.startswith("protonet"):
-            data = jax.random.normal(jax.random.key(0), (10, 6, 5))
-            sample = functools.partial(scenarios.fewshot_episodes, data=data, num_tasks=8, ways=3, shots=2, queries=2)
-        else:
-            sample = functools.partial(scenarios.sinusoid, num_tasks=8, support_shots=5, query_shots=5)
+    data = jax.random.normal(jax.random.key(0), (10, 6, 5))
+    cases = [(learners.maml(nets.mlp((16, 16), 1), losses.squared_error, inner_lr=0.05, inner_steps=2),
+              functools.partial(scenarios.sinusoid, num_tasks=8, support_shots=5, query_shots=5)),
+             (learners.protonet(nets.mlp((16,), None), num_ways=3),
+              functools.partial(scenarios.fewshot_episodes, data=data, num_tasks=8, ways=3, shots=2, queries=2))]
+    for learner, sample in cases:
         opt = optax.adam(1e-2)
         eps = sample(jax.random.key(1))
         state = train.init_state(learner, opt, jax.random.key(2), eps)

@@ -689,14 +689,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
 
 
 def main(argv=None) -> int:
-    parser = common.parser_for(Config, __doc__.split("\n\n")[0])
-    args = parser.parse_args(argv)
-    config = common.config_from_args(Config, args, QUICK)
-    workdir = args.workdir or os.path.join("runs", "modelbased-quick" if args.quick else "modelbased")
-    start = time.perf_counter()
-    train_and_evaluate(config, workdir, progress=not args.no_progress, fresh=args.fresh)
-    print(f"total {time.perf_counter() - start:.1f}s; results in {os.path.join(workdir, 'results.json')}")
-    return 0
+    return common.run_experiment(argv, Config, QUICK, __doc__.split("\n\n")[0], train_and_evaluate, "modelbased")
 
 
 if __name__ == "__main__":

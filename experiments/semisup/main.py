@@ -418,15 +418,8 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
 
 
 def main(argv=None) -> int:
-    parser = common.parser_for(Config, __doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder with the Omniglot zips (default: $JAXMETA_DATA)")
-    args = parser.parse_args(argv)
-    config = common.config_from_args(Config, args, QUICK)
-    workdir = args.workdir or os.path.join("runs", "semisup-quick" if args.quick else "semisup")
-    start = time.perf_counter()
-    train_and_evaluate(config, workdir, data_dir=args.data_dir, progress=not args.no_progress, fresh=args.fresh)
-    print(f"total {(time.perf_counter() - start) / 60:.1f} min; results in {os.path.join(workdir, 'results.json')}")
-    return 0
+    return common.run_experiment(argv, Config, QUICK, __doc__.split("\n\n")[0], train_and_evaluate, "semisup",
+                                 data_dir=True)
 
 
 if __name__ == "__main__":

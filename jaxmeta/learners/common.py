@@ -106,3 +106,38 @@ def support_objective(apply_fn: Callable, loss_fn: Callable, frozen, episode) ->
         return supervised_loss(out, episode.support_y, episode.support_mask, loss_fn, {})[0]
 
     return objective
+
+
+def embedding_learner_params(net, num_ways: int, scale: float, learn_scale: bool, what: str):
+    """``init`` and ``scale_of`` for a metric learner over an embedding ``net`` with an optional learned logit scale.
+
+    ``init(key, example)`` checks that the embedding is ``[B, D]`` and the
+    example's labels fit ``num_ways``, and returns ``{"net": ...[, "log_scale": ...]}``;
+    ``scale_of(meta_params)`` is the logit scale (learned or fixed).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxmeta import Episode, nets
+      >>> init, scale_of = embedding_learner_params(nets.mlp((4,), None), 2, 10.0, True, "ProtoNet")
+      >>> ep = Episode(jnp.zeros((2, 1)), jnp.array([0, 1]), jnp.zeros((2, 1)), jnp.array([0, 1]))
+      >>> round(float(scale_of(init(jax.random.key(0), ep))), 3)
+      10.0
+    """
+    if not scale > 0:
+        raise ValueError(f"scale: expected a positive number, got {scale}.")
+
+    def init(key, example):
+        params = net.init(key, example.support_x)
+        out = jax.eval_shape(net.apply, params, example.support_x)
+        if len(out.shape) != 2:
+            raise ValueError(f"net: a {what} embedding must be [B, D], got output shape {out.shape}; flatten it.")
+        check_example_labels((out.shape[0], num_ways), example)
+        meta = {"net": params}
+        if learn_scale:
+            meta["log_scale"] = jnp.log(jnp.asarray(scale, jnp.float32))
+        return meta
+
+    def scale_of(meta_params):
+        return jnp.exp(meta_params["log_scale"]) if learn_scale else scale
+
+    return init, scale_of

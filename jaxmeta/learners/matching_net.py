@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmeta.learners.base import MetaLearner
-from jaxmeta.learners.common import check_example_labels
+from jaxmeta.learners.common import embedding_learner_params
 from jaxmeta.learners.maml import _check_network
 from jaxmeta.learners.protonet import check_num_ways
 from jaxmeta.losses import accuracy, masked_mean
@@ -47,19 +47,7 @@ def matching_net(net: Network, *, num_ways: int, scale: float = 10.0, learn_scal
     """
     net = _check_network(net)
     num_ways = check_num_ways(num_ways)
-    if not scale > 0:
-        raise ValueError(f"scale: expected a positive number, got {scale}.")
-
-    def init(key, example):
-        params = net.init(key, example.support_x)
-        out = jax.eval_shape(net.apply, params, example.support_x)
-        if len(out.shape) != 2:
-            raise ValueError(f"net: a Matching Network embedding must be [B, D], got output shape {out.shape}.")
-        check_example_labels((out.shape[0], num_ways), example)
-        meta = {"net": params}
-        if learn_scale:
-            meta["log_scale"] = jnp.log(jnp.asarray(scale, jnp.float32))
-        return meta
+    init, current_scale = embedding_learner_params(net, num_ways, scale, learn_scale, "Matching Network")
 
     def adapt(meta_params, episode, key):
         del key
@@ -69,8 +57,8 @@ def matching_net(net: Network, *, num_ways: int, scale: float = 10.0, learn_scal
                 "mask": weights}
 
     def predict(meta_params, task_params, x):
-        s = jnp.exp(meta_params["log_scale"]) if learn_scale else scale
-        sims = s * pairwise_cosine_similarity(net.apply(meta_params["net"], x), task_params["embeddings"])
+        emb = net.apply(meta_params["net"], x)
+        sims = current_scale(meta_params) * pairwise_cosine_similarity(emb, task_params["embeddings"])
         sims = jnp.where(task_params["mask"][None, :] > 0, sims, -jnp.inf)
         attention = jax.nn.softmax(sims, axis=1)  # [B, S]
         probs = attention @ task_params["labels"]  # [B, N]

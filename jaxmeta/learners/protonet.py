@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmeta.learners.base import MetaLearner
-from jaxmeta.learners.common import check_example_labels
+from jaxmeta.learners.common import embedding_learner_params
 from jaxmeta.learners.maml import _check_network
 from jaxmeta.losses import accuracy, masked_mean, softmax_cross_entropy
 from jaxmeta.losses.metric import prototype_logits, prototypes
@@ -63,22 +63,7 @@ def protonet(
     num_ways = check_num_ways(num_ways)
     if distance not in ("euclidean", "cosine"):
         raise ValueError(f"distance: expected 'euclidean' or 'cosine', got {distance!r}.")
-    if not scale > 0:
-        raise ValueError(f"scale: expected a positive number, got {scale}.")
-
-    def current_scale(meta_params):
-        return jnp.exp(meta_params["log_scale"]) if learn_scale else scale
-
-    def init(key, example):
-        params = net.init(key, example.support_x)
-        out = jax.eval_shape(net.apply, params, example.support_x)
-        if len(out.shape) != 2:
-            raise ValueError(f"net: a ProtoNet embedding must be [B, D], got output shape {out.shape}; flatten it.")
-        check_example_labels((out.shape[0], num_ways), example)
-        meta = {"net": params}
-        if learn_scale:
-            meta["log_scale"] = jnp.log(jnp.asarray(scale, jnp.float32))
-        return meta
+    init, current_scale = embedding_learner_params(net, num_ways, scale, learn_scale, "ProtoNet")
 
     def adapt(meta_params, episode, key):
         del key

@@ -1,7 +1,7 @@
 """Plain ``jnp`` losses, distances and metrics; each returns per-example values."""
 
-from jaxmeta.losses.basic import accuracy, masked_mean, softmax_cross_entropy, squared_error
-from jaxmeta.losses.ranking import absolute_error, ndcg_at_k
+from jaxmeta.losses.basic import absolute_error, accuracy, masked_mean, softmax_cross_entropy, squared_error
+from jaxmeta.losses.ranking import ndcg_at_k
 from jaxmeta.losses.clustering import (
     distance_statistics,
     entropy,

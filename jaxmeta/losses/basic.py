@@ -11,7 +11,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["squared_error", "softmax_cross_entropy", "accuracy", "masked_mean"]
+__all__ = ["squared_error", "absolute_error", "softmax_cross_entropy", "accuracy", "masked_mean"]
 
 
 def _at_least_f32(x: jax.Array) -> jax.Array:
@@ -30,6 +30,24 @@ def squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
       >>> squared_error(jnp.array([[1.0], [2.0]]), jnp.array([[0.0], [0.0]]))
       Array([1., 4.], dtype=float32)
     """
+    return _summed_error(jnp.square, predictions, targets)
+
+
+def absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """Absolute error summed over trailing target axes: ``[B, ...] -> [B]``.
+
+    With one output per example, its (masked) mean is the MAE.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> absolute_error(jnp.array([[3.5], [2.0]]), jnp.array([[4.0], [5.0]]))
+      Array([0.5, 3. ], dtype=float32)
+    """
+    return _summed_error(jnp.abs, predictions, targets)
+
+
+def _summed_error(fn, predictions: jax.Array, targets: jax.Array) -> jax.Array:
+    """``fn(predictions - targets)`` in at least float32, summed over trailing axes; shapes must match."""
     predictions = jnp.asarray(predictions)
     targets = jnp.asarray(targets)
     if predictions.shape != targets.shape:
@@ -37,7 +55,7 @@ def squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
             f"targets: shape {targets.shape} differs from predictions {predictions.shape}; "
             "regression targets must match the network output (e.g. [B, 1])."
         )
-    err = jnp.square(_at_least_f32(predictions) - _at_least_f32(targets))
+    err = fn(_at_least_f32(predictions) - _at_least_f32(targets))
     return err.reshape(err.shape[0], -1).sum(axis=1)
 
 

@@ -1,4 +1,4 @@
-"""Rating and ranking metrics for recommendation: absolute error and masked nDCG@k."""
+"""Ranking metrics for recommendation: masked nDCG@k."""
 
 from __future__ import annotations
 
@@ -7,31 +7,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["absolute_error", "ndcg_at_k"]
+__all__ = ["ndcg_at_k"]
 
 _GAINS = ("exponential", "linear")
-
-
-def absolute_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """Absolute error summed over trailing target axes: ``[B, ...] -> [B]``.
-
-    With one output per example, its (masked) mean is the MAE.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> absolute_error(jnp.array([[3.5], [2.0]]), jnp.array([[4.0], [5.0]]))
-      Array([0.5, 3. ], dtype=float32)
-    """
-    predictions = jnp.asarray(predictions)
-    targets = jnp.asarray(targets)
-    if predictions.shape != targets.shape:
-        raise ValueError(
-            f"targets: shape {targets.shape} differs from predictions {predictions.shape}; "
-            "regression targets must match the network output (e.g. [B, 1])."
-        )
-    dtype = jnp.promote_types(predictions.dtype, jnp.float32)
-    err = jnp.abs(predictions.astype(dtype) - targets.astype(dtype))
-    return err.reshape(err.shape[0], -1).sum(axis=1)
 
 
 def ndcg_at_k(

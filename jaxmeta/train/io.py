@@ -6,11 +6,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Iterable, List, Optional
 
 import numpy as np
+
+from jaxmeta.data.files import atomic_write_bytes
 
 __all__ = ["write_json", "read_jsonl", "append_jsonl", "truncate_jsonl", "to_jsonable", "progress_bar"]
 
@@ -45,20 +46,7 @@ def write_json(path: str, obj: Any) -> None:
       >>> open(p).read().strip()[:12]
       '{\\n  "mse": 0'
     """
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(to_jsonable(obj), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2) + "\n").encode())
 
 
 def append_jsonl(path: str, record: dict) -> None:
@@ -111,11 +99,7 @@ def truncate_jsonl(path: str, max_step: int) -> None:
       [1, 2]
     """
     records = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= max_step]
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 class _PlainBar:
