@@ -66,6 +66,19 @@ def test_compiled_loop_matches_host_loop():
     chex.assert_trees_all_close(host.state.params, device.state.params, rtol=1e-5, atol=1e-6)
 
 
+def test_train_loop_chunks_on_cpu_give_the_scan_result():
+    # 40 steps on CPU run as 4 calls of one compiled 10-step chunk (no loop in the program);
+    # an explicit unroll keeps one scan. Both are the same 40 meta-steps with the same keys.
+    learner, opt = _learner(), optax.adam(1e-3)
+    sample = functools.partial(scenarios.sinusoid, num_tasks=4, support_shots=5, query_shots=5)
+    state = train.init_state(learner, opt, jax.random.key(0), sample(jax.random.key(1)))
+    chunked, m1 = train.make_train_loop(learner, opt, sample, steps=40)(state, jax.random.key(2))
+    scanned, m2 = train.make_train_loop(learner, opt, sample, steps=40, unroll=1)(state, jax.random.key(2))
+    assert m1["loss"].shape == m2["loss"].shape == (40,) and int(chunked.step) == 40
+    chex.assert_trees_all_close(chunked.params, scanned.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(m1["loss"], m2["loss"], rtol=1e-5, atol=1e-6)
+
+
 def test_fit_logs_and_evaluates(tmp_path):
     tests = scenarios.sinusoid(jax.random.key(99), num_tasks=20, support_shots=5, query_shots=10)
     eval_fn = functools.partial(train.evaluate, _learner(), episodes=tests, key=jax.random.key(0))
