@@ -24,7 +24,7 @@ def test_help(capsys):
 
 
 def test_tiny_run_writes_results_and_plots(tmp_path):
-    args = TINY + ["--workdir", str(tmp_path), "--methods", "maml", "cnp", "np", "--letter", "false"]
+    args = TINY + ["--workdir", str(tmp_path), "--methods", "maml", "cnp", "np", "--parts", "sinusoid"]
     assert modelbased.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     k5 = results["sinusoid"]["results"]["K=5"]
@@ -45,6 +45,10 @@ def test_tiny_run_writes_results_and_plots(tmp_path):
 def test_unknown_method_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="methods"):
         modelbased.main(["--workdir", str(tmp_path), "--methods", "bogus"])
+    with pytest.raises(ValueError, match="parts"):
+        modelbased.main(["--workdir", str(tmp_path), "--parts", "mnist"])
+    with pytest.raises(ValueError, match="movielens_methods"):
+        modelbased.main(["--workdir", str(tmp_path), "--parts", "movielens", "--movielens-methods", "svd"])
 
 
 def test_letter_column_tasks_zero_the_target_and_group_rows():
@@ -63,9 +67,37 @@ def test_letter_column_tasks_zero_the_target_and_group_rows():
 
 @pytest.mark.data
 def test_tiny_letter_run(tmp_path):
-    args = TINY + ["--workdir", str(tmp_path), "--methods", "cnp"]
+    args = TINY + ["--workdir", str(tmp_path), "--methods", "cnp", "--parts", "sinusoid", "letter"]
     assert modelbased.main(args) == 0
     letter = json.loads((tmp_path / "results.json").read_text())["letter"]
     rows = letter["by_shots"]["K=5"]["rows"]
     assert {"plain_init", "bank_mean", "warm_gradient_k2", "cnp"} <= set(rows)
     assert letter["by_shots"]["K=5"]["support_mean_baseline"]["n"] == 12
+
+
+@pytest.mark.data
+def test_tiny_omniglot_and_movielens_run_keeps_earlier_parts(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"letter": {"kept": True}}))
+    args = ["--no-progress", "--workdir", str(tmp_path), "--parts", "omniglot", "movielens",
+            "--omniglot-train-shots", "1", "--omniglot-test-shots", "1", "--omniglot-steps", "2",
+            "--omniglot-steps-per-call", "1", "--omniglot-train-ways", "5", "--omniglot-cnp-width", "8",
+            "--omniglot-test-episodes", "50", "--movielens-steps", "4", "--movielens-shots", "10",
+            "--movielens-cnp-width", "8", "--movielens-methods", "cnp", "item_mean"]
+    assert modelbased.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["letter"] == {"kept": True} and "sinusoid" not in results
+    omniglot = results["omniglot"]
+    assert omniglot["split"]["test_classes"] == 106
+    cell = omniglot["results"]["5-way 1-shot"]
+    assert set(cell) == {"protonet, trained 1-shot", "cnp, trained 1-shot"}
+    for stats in cell.values():
+        assert stats["n"] == 50 and 0.0 <= stats["mean"] <= 1.0
+    assert "5-way 1-shot, trained 1-shot: cnp minus protonet" in omniglot["paired_accuracy_differences"]
+    movielens = results["movielens"]
+    k10 = movielens["results"]["K=10"]
+    assert set(k10) == {"cnp", "item_mean"}
+    assert k10["cnp"]["mae"]["n"] == k10["item_mean"]["mae"]["n"] > 100  # new users with 11+ ratings
+    # the item mean of the training ratings does not depend on training: the cold-start experiment's value
+    assert abs(k10["item_mean"]["mae"]["mean"] - 0.808) < 0.001
+    assert 0.0 <= k10["cnp"]["coverage95"]["mean"] <= 1.0
+    assert "K=10: cnp minus item_mean" in movielens["paired_mae_differences"]

@@ -23,6 +23,20 @@ a value of column 0 (x-box); known tasks use even x-box values, new tasks odd
 values. MAML and a CNP are trained on the known groups (the data-mining
 scenario built by ``scenarios.tabular_regression``).
 
+Part 3, Omniglot classification (``omniglot``): a CNP (class-wise mean of
+encoded Conv-4 embeddings, a decoder scoring every (class, query) pair) against
+Prototypical Networks on the same Conv-4, both trained on the Omniglot
+experiment's minimal split (20-way episodes) and tested on 1000 5-way 1-shot
+and 5-shot episodes of unseen alphabets (the same episodes for both).
+
+Part 4, MovieLens ratings (``movielens``): a CNP reading a new user's K
+support ratings (the cold-start network's feature embeddings as its input
+map) against MAML on the cold-start experiment's own split, test episodes
+and training stream (new users on existing items, K=5/10/20), MAE per user.
+
+``--parts`` picks the parts; parts of an earlier run in the same workdir are
+kept in ``results.json``.
+
 Outputs under ``--workdir``: ``results.json``, ``sinusoid_predictions.png``
 (the CNP's and NP's predictive mean and 95% band on test tasks, MAML after 10
 steps for reference), ``mse_vs_shots.png``, ``warm_start.png``, and a folder
@@ -33,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import sys
 import time
@@ -44,10 +59,16 @@ import numpy as np
 import optax
 
 from experiments import common
+from experiments.coldstart import main as coldstart_experiment
+from experiments.omniglot import main as omniglot_experiment
 from experiments.sinusoid import main as sinusoid_experiment
 from jaxmeta import data, learners, losses, nets, scenarios, train
+from jaxmeta.scenarios import coldstart
 
 SINUSOID_METHODS = ("maml", "meta_sgd", "cnp", "np")
+PARTS = ("sinusoid", "letter", "omniglot", "movielens")
+MOVIELENS_METHODS = ("cnp", "maml", "item_mean")
+MOVIELENS_SCENARIO = "new_user_existing_item"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +92,40 @@ class Config:
     bank_steps: int = dataclasses.field(default=100, metadata={"help": "inner steps that fit a known task"})
     warm_k: Tuple[int, ...] = dataclasses.field(default=(5, 20), metadata={"help": "nearest tasks to combine"})
     warm_steps: Tuple[int, ...] = dataclasses.field(default=(0, 10), metadata={"help": "inner steps after a start"})
-    letter: bool = dataclasses.field(default=True, metadata={"help": "run the UCI Letter part (needs the data)"})
+    parts: Tuple[str, ...] = dataclasses.field(default=PARTS, metadata={
+        "help": "parts to run (letter, omniglot, movielens need the data; a part without data is skipped)"})
     data_dir: str = dataclasses.field(default="", metadata={"help": "data folder (default: $JAXMETA_DATA)"})
     letter_steps: int = dataclasses.field(default=10000, metadata={"help": "MAML/CNP meta-steps on Letter"})
     letter_hidden: Tuple[int, ...] = dataclasses.field(default=(64, 64), metadata={"help": "Letter MAML MLP"})
     letter_inner_lr: float = dataclasses.field(default=0.05, metadata={"help": "Letter MAML inner step size"})
     letter_shots: Tuple[int, ...] = dataclasses.field(default=(5, 10), metadata={"help": "K of new Letter tasks"})
     letter_bank_shots: int = dataclasses.field(default=100, metadata={"help": "support rows per known Letter task"})
+    omniglot_train_shots: Tuple[int, ...] = dataclasses.field(default=(1, 5), metadata={
+        "help": "one ProtoNet and one CNP trained per K (tested 5-way at every omniglot_test_shots)"})
+    omniglot_test_shots: Tuple[int, ...] = dataclasses.field(default=(1, 5), metadata={"help": "K of test episodes"})
+    omniglot_steps: int = dataclasses.field(default=1000, metadata={"help": "training episodes per Omniglot model"})
+    omniglot_train_ways: int = dataclasses.field(default=20, metadata={"help": "ways of a training episode"})
+    omniglot_queries: int = dataclasses.field(default=5, metadata={"help": "queries per class when training"})
+    omniglot_lr: float = dataclasses.field(default=1e-3, metadata={"help": "Adam peak step size (cosine decay)"})
+    omniglot_cnp_width: int = dataclasses.field(default=128, metadata={"help": "width of the CNP's MLP layers"})
+    omniglot_test_episodes: int = dataclasses.field(default=1000, metadata={"help": "5-way test episodes per K"})
+    omniglot_steps_per_call: int = dataclasses.field(default=50, metadata={"help": "Omniglot steps per compiled call"})
+    movielens_methods: Tuple[str, ...] = dataclasses.field(default=MOVIELENS_METHODS, metadata={
+        "help": "cnp, maml (the cold-start experiment's training) and item_mean, on the cold-start test episodes"})
+    movielens_steps: int = dataclasses.field(default=2000, metadata={
+        "help": "meta-steps of the MovieLens CNP and MAML (cold-start default: 2000)"})
+    movielens_shots: Tuple[int, ...] = dataclasses.field(default=(5, 10, 20), metadata={
+        "help": "K of new users (the cold-start experiment's values; episodes padded to the largest)"})
+    movielens_cnp_width: int = dataclasses.field(default=64, metadata={"help": "width of the MovieLens CNP layers"})
     steps_per_call: int = dataclasses.field(default=1000, metadata={"help": "meta-steps per compiled call"})
     seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed"})
 
 
 QUICK = {"maml_steps": 300, "np_steps": 300, "np_width": 32, "latent_dim": 8, "test_tasks": 60,
          "test_shots": (5,), "bank_tasks": 100, "bank_steps": 10, "warm_k": (5,), "letter_steps": 200,
-         "letter_shots": (5,), "steps_per_call": 100, "predict_samples": 4}
+         "letter_shots": (5,), "steps_per_call": 100, "predict_samples": 4, "omniglot_train_shots": (1,),
+         "omniglot_steps": 20, "omniglot_steps_per_call": 10, "omniglot_test_episodes": 50, "omniglot_cnp_width": 32,
+         "movielens_steps": 100, "movielens_shots": (10,), "movielens_cnp_width": 16}
 
 
 def _seconds(fn, *args, **kwargs):
@@ -100,15 +141,20 @@ def training_seconds(model_dir: str) -> float:
     return float(records[-1]["elapsed"]) if records else float("nan")
 
 
-def _fit(learner, sample, key, steps, workdir, config, *, progress, fresh, desc, lr):
-    """Trains (or resumes) one model under ``workdir``; returns its params and training-loop seconds."""
+def _fit(learner, sample, key, steps, workdir, config, *, progress, fresh, desc, lr, optimizer=None,
+         steps_per_call=None):
+    """Trains (or resumes) one model under ``workdir``; returns its params and training-loop seconds.
+
+    ``optimizer`` defaults to ``optax.adam(lr)``; ``steps_per_call`` to ``config.steps_per_call``.
+    """
     if fresh and os.path.isdir(workdir):
         import shutil
 
         shutil.rmtree(workdir)
-    chunk = min(config.steps_per_call, steps)
+    chunk = min(steps_per_call or config.steps_per_call, steps)
+    optimizer = optax.adam(lr) if optimizer is None else optimizer
     params, _ = _seconds(
-        lambda: train.fit(learner, optax.adam(lr), sample, key=key, num_steps=steps, device_sampling=True,
+        lambda: train.fit(learner, optimizer, sample, key=key, num_steps=steps, device_sampling=True,
                           steps_per_call=chunk, log_every=chunk, checkpoint_every=max(steps // 5 // chunk, 1) * chunk,
                           workdir=workdir, progress=progress, desc=desc).state.params)
     return params, training_seconds(workdir)
@@ -345,6 +391,139 @@ def run_letter(config: Config, workdir: str, *, progress: bool, fresh: bool) -> 
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- omniglot
+OMNIGLOT_METHODS = ("protonet", "cnp")
+
+
+def omniglot_learner(config: Config, method: str, ways: int) -> learners.MetaLearner:
+    """ProtoNet or CNP on the same Conv-4 embedding; neither has per-class weights, so one set of params
+    trained on ``omniglot_train_ways``-way episodes is tested 5-way."""
+    if method == "protonet":
+        return learners.protonet(nets.conv4(), num_ways=ways)
+    w = config.omniglot_cnp_width
+    return learners.cnp(embedding=nets.conv4(), encoder_hidden=(w, w), decoder_hidden=(w,), num_ways=ways)
+
+
+def run_omniglot(config: Config, workdir: str, *, progress: bool, fresh: bool) -> dict:
+    """ProtoNet vs CNP on the Omniglot experiment's minimal split (unseen alphabets), 5-way test episodes."""
+    train_set, test_set = data.omniglot_splits("minimal", data_dir=config.data_dir or None)
+    train_images, test_images = jnp.asarray(train_set.images[..., None]), jnp.asarray(test_set.images[..., None])
+    # the Omniglot experiment's samplers and schedule (no augmentation: short runs do not overfit)
+    om = omniglot_experiment.Config(metric_train_ways=config.omniglot_train_ways,
+                                    metric_queries=config.omniglot_queries, augment=False,
+                                    test_episodes=config.omniglot_test_episodes, seed=config.seed)
+    key = jax.random.fold_in(jax.random.key(config.seed), 3)
+    out = {"split": {"train_alphabets": sorted(set(train_set.alphabets)), "train_classes": len(train_set.characters),
+                     "test_alphabets": sorted(set(test_set.alphabets)), "test_classes": len(test_set.characters)},
+           "metric": f"accuracy on {config.omniglot_test_episodes} 5-way test episodes ({om.test_queries} "
+                     "queries/class, the same episodes for every model), 95% CI",
+           "train_seconds": {}, "results": {}, "paired_accuracy_differences": {}}
+    for train_shots in config.omniglot_train_shots:
+        sample, ways = omniglot_experiment.train_sampler(om, {"method": "protonet", "shots": train_shots},
+                                                         train_images)
+        values = {}
+        for method in OMNIGLOT_METHODS:
+            name = f"omniglot_{method}_{train_shots}shot"
+            params, out["train_seconds"][name] = _fit(
+                omniglot_learner(config, method, ways), sample, jax.random.fold_in(key, train_shots),
+                config.omniglot_steps, os.path.join(workdir, name), config, progress=progress, fresh=fresh, desc=name,
+                lr=config.omniglot_lr, optimizer=omniglot_experiment.optimizer(om, config.omniglot_lr,
+                                                                               config.omniglot_steps),
+                steps_per_call=config.omniglot_steps_per_call)
+            for test_shots in config.omniglot_test_shots:
+                test_sample = omniglot_experiment.test_sampler(om, test_images, test_set.alphabet_ids, 5, test_shots,
+                                                               False, omniglot_experiment.eval_batch(5))
+                res = train.evaluate(omniglot_learner(config, method, 5), params, test_sample,
+                                     key=jax.random.fold_in(key, 1000 + test_shots),
+                                     num_episodes=config.omniglot_test_episodes, return_values=True)
+                values[method, test_shots] = res["values"]["accuracy"]
+                label = f"5-way {test_shots}-shot"
+                out["results"].setdefault(label, {})[f"{method}, trained {train_shots}-shot"] = res["accuracy"]
+                print(f"omniglot {method:>8} (trained {ways}-way {train_shots}-shot, {out['train_seconds'][name]:.0f}s)"
+                      f" | {label}: {100 * res['accuracy']['mean']:.2f} +- {100 * res['accuracy']['ci95']:.2f}%",
+                      flush=True)
+        for test_shots in config.omniglot_test_shots:
+            out["paired_accuracy_differences"][f"5-way {test_shots}-shot, trained {train_shots}-shot: cnp minus "
+                                               "protonet"] = _paired(values["cnp", test_shots],
+                                                                     values["protonet", test_shots])
+    out["train_ways"], out["train_steps"] = config.omniglot_train_ways, config.omniglot_steps
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- movielens
+def _shift_ratings(episodes, delta: float):
+    return episodes._replace(support_y=episodes.support_y + delta, query_y=episodes.query_y + delta)
+
+
+def movielens_cnp(config: Config, cold, embed_dim: int) -> learners.MetaLearner:
+    """A CNP on the cold-start rows: the cold-start network's embeddings (and one layer) as its feature map."""
+    w = config.movielens_cnp_width
+    embed = nets.embedding_mlp(cold.vocab_sizes, num_dense=cold.num_dense, embed_dim=embed_dim, hidden=(w,), out=w)
+    return learners.cnp(embedding=embed, encoder_hidden=(w, w), decoder_hidden=(w, w))
+
+
+def run_movielens(config: Config, workdir: str, *, progress: bool, fresh: bool) -> dict:
+    """CNP vs MAML (decision layers) vs item mean on the cold-start experiment's new-user test episodes."""
+    for m in config.movielens_methods:
+        if m not in MOVIELENS_METHODS:
+            raise ValueError(f"movielens_methods: unknown method {m!r}; choose from {MOVIELENS_METHODS}.")
+    cs = coldstart_experiment.Config(methods=tuple(m for m in config.movielens_methods if m != "cnp"),
+                                     scenarios=(MOVIELENS_SCENARIO,), shots=tuple(config.movielens_shots),
+                                     steps=config.movielens_steps, data_dir=config.data_dir, seed=config.seed,
+                                     steps_per_call=min(500, config.movielens_steps))
+    coldstart_experiment.check_config(cs)
+    # the cold-start experiment's keys: the same split, test episodes, training stream and evaluation keys
+    split_key, episode_key, train_key, eval_key = jax.random.split(jax.random.key(cs.seed), 4)
+    cold, split = coldstart_experiment.load_data(cs, split_key)
+    mean_rating = float(cold.rating[split.train].mean())
+    sampler = coldstart.coldstart_sampler(cold, split, num_tasks=cs.meta_batch, support_shots=tuple(cs.train_shots),
+                                          query_shots=cs.query_shots, item_dropout=cs.item_dropout)
+    tests = {k: coldstart.coldstart_episodes(episode_key, cold, split, scenario=MOVIELENS_SCENARIO, support_shots=k,
+                                             query_shots=cs.query_shots, pad_support_to=max(cs.shots)).episodes
+             for k in cs.shots}
+    mdir = os.path.join(workdir, "movielens")
+    out = {"scenario": MOVIELENS_SCENARIO, "train_seconds": {}, "results": {}, "paired_mae_differences": {},
+           "metric": "per user: query MAE, RMSE, nDCG@3 (the cold-start experiment's definitions); mean over users, "
+                     "95% CI; paired = per-user difference on the same users and query items (negative: better)"}
+    predictions = {}
+    if "maml" in config.movielens_methods:
+        net = coldstart_experiment.build_net(cs, cold, mean_rating)
+        params, _, out["train_seconds"]["maml"] = coldstart_experiment.train_method(
+            cs, net, "maml", sampler, mdir, train_key, progress=progress, fresh=fresh)
+        predict = coldstart_experiment.make_predictor(coldstart_experiment.build_learner(cs, net, "maml", test=True),
+                                                      cs.eval_batch)
+        predictions["maml"] = {k: predict(params, ep, eval_key) for k, ep in tests.items()}
+    cnp_extra = {}
+    if "cnp" in config.movielens_methods:
+        learner = movielens_cnp(config, cold, cs.embed_dim)
+        centred = lambda key: _shift_ratings(sampler(key), -mean_rating)  # noqa: E731 (targets around 0)
+        params, out["train_seconds"]["cnp"] = _fit(
+            learner, centred, train_key, config.movielens_steps, os.path.join(mdir, "cnp"), config, progress=progress,
+            fresh=fresh, desc="movielens cnp", lr=cs.outer_lr, steps_per_call=cs.steps_per_call)
+        predict = coldstart_experiment.make_predictor(learner, cs.eval_batch)
+        predictions["cnp"] = {}
+        for k, ep in tests.items():
+            predictions["cnp"][k] = predict(params, _shift_ratings(ep, -mean_rating), eval_key)[..., 0] + mean_rating
+            res, _ = _evaluate(learner, params, _shift_ratings(ep, -mean_rating), eval_key, metric="mse")
+            cnp_extra[k] = {"coverage95": res["coverage95"], "nll": res["nll"]}
+    if "item_mean" in config.movielens_methods:
+        predictions["item_mean"] = {k: coldstart_experiment.table_predictions("item_mean", cold, split, ep)
+                                    for k, ep in tests.items()}
+    for k, ep in tests.items():
+        values = {m: coldstart_experiment.user_metrics(predictions[m][k], ep) for m in predictions}
+        cell = out["results"][f"K={k}"] = {m: {name: train.summarize(v) for name, v in vals.items()}
+                                           for m, vals in values.items()}
+        if k in cnp_extra:
+            cell["cnp"].update(cnp_extra[k])
+        for other in ("maml", "item_mean"):
+            if "cnp" in values and other in values:
+                out["paired_mae_differences"][f"K={k}: cnp minus {other}"] = _paired(values["cnp"]["mae"],
+                                                                                     values[other]["mae"])
+        print(f"movielens new users K={k} ({ep.support_x.shape[0]} users) MAE: " + "  ".join(
+            f"{m} {cell[m]['mae']['mean']:.3f} +- {cell[m]['mae']['ci95']:.3f}" for m in cell), flush=True)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- plots
 def plot_sinusoid(config, sin_cfg, params, tests, tasks, path):
     plt = common.pyplot()
@@ -383,11 +562,7 @@ def plot_sinusoid(config, sin_cfg, params, tests, tasks, path):
     plt.close(fig)
 
 
-def plot_summary(output: dict, workdir: str) -> None:
-    plt = common.pyplot()
-    if plt is None:
-        return
-    sin = output["sinusoid"]["results"]
+def _plot_mse_vs_shots(plt, sin: dict, workdir: str) -> None:
     shots = [int(k.split("=")[1]) for k in sin]
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in SINUSOID_METHODS:
@@ -409,8 +584,16 @@ def plot_summary(output: dict, workdir: str) -> None:
     fig.savefig(os.path.join(workdir, "mse_vs_shots.png"), dpi=110)
     plt.close(fig)
 
+
+def plot_summary(output: dict, workdir: str) -> None:
+    plt = common.pyplot()
+    if plt is None:
+        return
+    if "results" in output.get("sinusoid", {}):
+        _plot_mse_vs_shots(plt, output["sinusoid"]["results"], workdir)
+
     panels = []
-    if "warm_start" in output["sinusoid"]:
+    if "warm_start" in output.get("sinusoid", {}):
         panels.append((f"sinusoid, K={output['sinusoid']['warm_start']['test_shots']}",
                        output["sinusoid"]["warm_start"]["rows"]))
     for k, ws in output.get("letter", {}).get("by_shots", {}).items():
@@ -451,7 +634,14 @@ def plot_summary(output: dict, workdir: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- entry
 def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False) -> dict:
-    """Runs both parts and writes ``results.json`` and the plots to ``workdir``."""
+    """Runs the chosen parts and writes ``results.json`` and the plots to ``workdir``.
+
+    Parts measured by an earlier invocation in the same ``workdir`` and not run
+    now are kept in ``results.json`` (so parts can be run one at a time).
+    """
+    for part in config.parts:
+        if part not in PARTS:
+            raise ValueError(f"parts: unknown part {part!r}; choose from {PARTS}.")
     for m in config.methods:
         if m not in SINUSOID_METHODS:
             raise ValueError(f"methods: unknown method {m!r}; choose from {SINUSOID_METHODS}.")
@@ -463,26 +653,37 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
     start = time.perf_counter()
     output = {
         "experiment": "model-based meta-learning (CNP, NP) vs MAML/Meta-SGD on sinusoids; warm starts from "
-                      "similar tasks on sinusoids and UCI Letter",
+                      "similar tasks on sinusoids and UCI Letter; CNP vs ProtoNet on Omniglot; CNP vs MAML on "
+                      "MovieLens new users",
         "config": dataclasses.asdict(config),
         "metric": f"query MSE (mean over {config.test_tasks} test tasks, 95% CI); coverage95 = fraction of query "
                   "targets inside the predicted central 95% interval; paired differences are per-task MSE "
-                  "differences on the same tasks (negative = better)",
+                  "differences on the same tasks (negative = better); Omniglot and MovieLens: see their parts",
         "timing": "train_seconds: each model's training-loop time from its metrics.jsonl (summed over resumed runs); "
                   "total_seconds: this invocation (training is skipped when a finished checkpoint exists)",
     }
-    output["sinusoid"] = run_sinusoid(config, workdir, progress=progress, fresh=fresh)
-    if config.letter:
-        try:
-            output["letter"] = run_letter(config, workdir, progress=progress, fresh=fresh)
+    path = os.path.join(workdir, "results.json")
+    runners = {"sinusoid": run_sinusoid, "letter": run_letter, "omniglot": run_omniglot, "movielens": run_movielens}
+    for part in PARTS:
+        if part not in config.parts:
+            continue
+        if part == "sinusoid":
+            output[part] = run_sinusoid(config, workdir, progress=progress, fresh=fresh)
+            continue
+        try:  # the data parts are skipped (with the reason) where their data set is missing
+            output[part] = runners[part](config, workdir, progress=progress, fresh=fresh)
         except (FileNotFoundError, ValueError) as err:
             if "data_dir" not in str(err) and "not found" not in str(err):
                 raise
-            output["letter"] = {"skipped": str(err)}
-            print(f"letter: skipped ({err})", file=sys.stderr)
+            output[part] = {"skipped": str(err)}
+            print(f"{part}: skipped ({err})", file=sys.stderr)
     output["total_seconds"] = time.perf_counter() - start
     output["metadata"] = common.run_metadata()
-    train.write_json(os.path.join(workdir, "results.json"), output)
+    if os.path.exists(path):  # parts measured by earlier invocations in this workdir are kept (read at the end)
+        with open(path) as f:
+            previous = json.load(f)
+        output.update({part: previous[part] for part in PARTS if part in previous and part not in config.parts})
+    train.write_json(path, output)
     plot_summary(output, workdir)
     return output
 
