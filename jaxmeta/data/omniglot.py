@@ -17,7 +17,7 @@ import os
 import re
 import zipfile
 import zlib
-from typing import Iterable, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,7 +66,6 @@ MINIMAL_TEST_ALPHABETS = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
 
 _CACHE_VERSION = 1
 _NATIVE = 105
-_PATH = re.compile(r"^[^/]+/(?P<alphabet>[^/]+)/(?P<character>[^/]+)/(?P<image>\d+)_(?P<drawer>\d+)\.png$")
 
 
 class Omniglot(NamedTuple):
@@ -121,8 +120,42 @@ def resize_area(images: np.ndarray, size: int) -> np.ndarray:
     return (weights @ images.astype(np.float32)) @ weights.T
 
 
-def _decode_zip(path: str) -> Tuple[np.ndarray, list, list, np.ndarray]:
-    """Decodes every drawing of a zip: ``(bool [C, D, 105, 105], alphabets, characters, drawers)``."""
+def decode_drawings_zip(path: str, suffix: str, decode: Callable[[bytes, str], np.ndarray], what: str):
+    """Decodes every drawing file of an Omniglot-layout zip with ``decode``.
+
+    Shared by the image and the pen-stroke readers: entries are
+    ``<set>/<Alphabet>/<characterNN>/<id>_<drawer><suffix>``; each file's bytes
+    go through ``decode(data, where) -> array`` (``where`` names the file for
+    error messages); every character must have the same number of drawings.
+
+    Args:
+      path: the zip file.
+      suffix: file ending of the drawings (``".png"`` or ``".txt"``).
+      decode: turns one file's bytes into an array of a fixed shape.
+      what: what the files are, for the error when the archive holds none.
+
+    Returns:
+      ``(drawings [C, D, ...], alphabets, characters, drawers [C, D])``,
+      characters sorted by alphabet and name, drawings by drawer.
+
+    Raises:
+      ValueError: an unreadable or truncated zip, an unexpected entry, a
+        corrupt entry, no drawings, or characters with unequal drawing counts.
+
+    Example:
+      >>> import io, zipfile, tempfile, os, numpy as np
+      >>> path = os.path.join(tempfile.mkdtemp(), "tiny.zip")
+      >>> with zipfile.ZipFile(path, "w") as z:
+      ...     for d in (1, 2):
+      ...         z.writestr(f"set/Alpha/character01/0101_{d:02d}.txt", str(d))
+      >>> arr, alphabets, characters, drawers = decode_drawings_zip(
+      ...     path, ".txt", lambda data, where: np.array([float(data)]), "numbers")
+      >>> arr[:, :, 0].tolist(), characters, drawers.tolist()
+      ([[1.0, 2.0]], ['Alpha/character01'], [[1, 2]])
+    """
+    pattern = re.compile(r"^[^/]+/(?P<alphabet>[^/]+)/(?P<character>[^/]+)/(?P<image>\d+)_(?P<drawer>\d+)"
+                         + re.escape(suffix) + "$")
+    layout = f"<set>/<Alphabet>/<characterNN>/<id>_<drawer>{suffix}"
     try:
         archive = zipfile.ZipFile(path)
         names = archive.namelist()
@@ -134,34 +167,41 @@ def _decode_zip(path: str) -> Tuple[np.ndarray, list, list, np.ndarray]:
         for name in names:
             if name.startswith("__MACOSX/") or name.endswith("/") or os.path.basename(name).startswith("."):
                 continue
-            if not name.endswith(".png"):
+            if not name.endswith(suffix):
                 continue
-            match = _PATH.match(name)
+            match = pattern.match(name)
             if match is None:
-                raise ValueError(f"{path}: unexpected entry {name!r}; expected <set>/<Alphabet>/<characterNN>/<id>_<drawer>.png.")
+                raise ValueError(f"{path}: unexpected entry {name!r}; expected {layout}.")
             try:
                 data = archive.read(name)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
                 raise ValueError(f"{path}: entry {name!r} cannot be read ({err}); the archive is corrupt.") from err
-            image = decode_png_gray(data, f"{path}:{name}")
-            if image.shape != (_NATIVE, _NATIVE):
-                raise ValueError(f"{path}:{name}: expected a {_NATIVE}x{_NATIVE} image, got {image.shape}.")
             key = (match["alphabet"], match["character"])
-            groups.setdefault(key, []).append((int(match["drawer"]), image < 0.5))  # ink = dark pixels
+            groups.setdefault(key, []).append((int(match["drawer"]), decode(data, f"{path}:{name}")))
     if not groups:
-        raise ValueError(f"{path}: holds no Omniglot drawings (<set>/<Alphabet>/<characterNN>/<id>_<drawer>.png).")
+        raise ValueError(f"{path}: holds no Omniglot {what} ({layout}).")
     keys = sorted(groups)
     counts = {len(groups[k]) for k in keys}
     if len(counts) != 1:
         bad = [f"{a}/{c}: {len(groups[(a, c)])}" for a, c in keys if len(groups[(a, c)]) != max(counts)]
         raise ValueError(f"{path}: characters have different numbers of drawings ({', '.join(bad[:5])}); "
                          "the archive is incomplete.")
-    images = np.zeros((len(keys), counts.pop(), _NATIVE, _NATIVE), bool)
-    drawers = np.zeros(images.shape[:2], np.int32)
-    for i, k in enumerate(keys):
-        for j, (drawer, img) in enumerate(sorted(groups[k], key=lambda t: t[0])):
-            images[i, j], drawers[i, j] = img, drawer
-    return images, [k[0] for k in keys], [f"{k[0]}/{k[1]}" for k in keys], drawers
+    ordered = [sorted(groups[k], key=lambda t: t[0]) for k in keys]
+    drawings = np.stack([np.stack([arr for _, arr in row]) for row in ordered])
+    drawers = np.array([[drawer for drawer, _ in row] for row in ordered], np.int32)
+    return drawings, [k[0] for k in keys], [f"{k[0]}/{k[1]}" for k in keys], drawers
+
+
+def _decode_image(data: bytes, where: str) -> np.ndarray:
+    image = decode_png_gray(data, where)
+    if image.shape != (_NATIVE, _NATIVE):
+        raise ValueError(f"{where}: expected a {_NATIVE}x{_NATIVE} image, got {image.shape}.")
+    return image < 0.5  # ink = dark pixels
+
+
+def _decode_zip(path: str) -> Tuple[np.ndarray, list, list, np.ndarray]:
+    """Decodes every drawing of a zip: ``(bool [C, D, 105, 105], alphabets, characters, drawers)``."""
+    return decode_drawings_zip(path, ".png", _decode_image, "drawings")
 
 
 def read_omniglot_zip(path: str, *, remote: Optional[RemoteFile] = None, cache_dir: Optional[str] = None,

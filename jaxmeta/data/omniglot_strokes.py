@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import io
 import os
-import re
-import zipfile
-import zlib
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from jaxmeta.data.files import RemoteFile, atomic_write_bytes, cache_root, checksum, data_root, fetch, verify
-from jaxmeta.data.omniglot import MINIMAL_TEST_ALPHABETS, MINIMAL_TRAIN_ALPHABETS, OMNIGLOT_FILES, load_omniglot
+from jaxmeta.data.omniglot import (MINIMAL_TEST_ALPHABETS, MINIMAL_TRAIN_ALPHABETS, OMNIGLOT_FILES, decode_drawings_zip,
+                                   load_omniglot)
 
 __all__ = [
     "OmniglotStrokes",
@@ -52,7 +50,6 @@ __all__ = [
 ]
 
 _CACHE_VERSION = 1
-_PATH = re.compile(r"^[^/]+/(?P<alphabet>[^/]+)/(?P<character>[^/]+)/(?P<image>\d+)_(?P<drawer>\d+)\.txt$")
 #: image set -> stroke set with the same drawings
 _STROKES_OF = {"images_background_small1": "strokes_background_small1",
                "images_background_small2": "strokes_background_small2"}
@@ -238,47 +235,15 @@ def resample_strokes(strokes: Sequence[np.ndarray], num_points: int, *, min_stro
 
 
 def _decode_strokes_zip(path: str, num_points: int):
-    try:
-        archive = zipfile.ZipFile(path)
-        names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{path}: not a readable zip archive ({err}); the file is truncated or corrupt. "
-                         "Delete it and download it again.") from err
-    groups: dict = {}
-    with archive:
-        for name in names:
-            if name.startswith("__MACOSX/") or name.endswith("/") or os.path.basename(name).startswith("."):
-                continue
-            if not name.endswith(".txt"):
-                continue
-            match = _PATH.match(name)
-            if match is None:
-                raise ValueError(f"{path}: unexpected entry {name!r}; expected <set>/<Alphabet>/<characterNN>/<id>_<drawer>.txt.")
-            try:
-                data = archive.read(name)
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
-                raise ValueError(f"{path}: entry {name!r} cannot be read ({err}); the archive is corrupt.") from err
-            try:
-                text = data.decode("ascii")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{name}: not an ASCII stroke file ({err}).") from err
-            points = resample_strokes(parse_strokes(text, f"{path}:{name}"), num_points)
-            key = (match["alphabet"], match["character"])
-            groups.setdefault(key, []).append((int(match["drawer"]), points))
-    if not groups:
-        raise ValueError(f"{path}: holds no Omniglot stroke files (<set>/<Alphabet>/<characterNN>/<id>_<drawer>.txt).")
-    keys = sorted(groups)
-    counts = {len(groups[k]) for k in keys}
-    if len(counts) != 1:
-        bad = [f"{a}/{c}: {len(groups[(a, c)])}" for a, c in keys if len(groups[(a, c)]) != max(counts)]
-        raise ValueError(f"{path}: characters have different numbers of drawings ({', '.join(bad[:5])}); "
-                         "the archive is incomplete.")
-    strokes = np.zeros((len(keys), counts.pop(), num_points, 3), np.float32)
-    drawers = np.zeros(strokes.shape[:2], np.int32)
-    for i, k in enumerate(keys):
-        for j, (drawer, pts) in enumerate(sorted(groups[k], key=lambda t: t[0])):
-            strokes[i, j], drawers[i, j] = pts, drawer
-    return strokes, [k[0] for k in keys], [f"{k[0]}/{k[1]}" for k in keys], drawers
+    def decode(data: bytes, where: str) -> np.ndarray:
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{where}: not an ASCII stroke file ({err}).") from err
+        return resample_strokes(parse_strokes(text, where), num_points)
+
+    strokes, alphabets, characters, drawers = decode_drawings_zip(path, ".txt", decode, "stroke files")
+    return strokes.astype(np.float32), alphabets, characters, drawers
 
 
 def read_strokes_zip(path: str, *, num_points: int = 48, remote: Optional[RemoteFile] = None,
