@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmeta.learners.base import MetaLearner
+from jaxmeta.learners.common import embedding_learner_params
 from jaxmeta.learners.inner import FilterSpec, combine, inner_loop, partition, sgd_rule
 from jaxmeta.learners.maml import _check_network
 from jaxmeta.learners.protonet import check_num_ways
@@ -107,16 +108,11 @@ def metric_finetune(
         raise ValueError(f"learn_inner_lr: expected None, 'scalar' or 'per_parameter', got {learn_inner_lr!r}.")
     if support_loss not in SUPPORT_LOSSES:
         raise ValueError(f"support_loss: expected one of {SUPPORT_LOSSES}, got {support_loss!r}.")
-    if not scale > 0:
-        raise ValueError(f"scale: expected a positive number, got {scale}.")
+    embedding_init, _ = embedding_learner_params(net, num_ways, scale, False, "metric")
 
     def init(key, example):
-        params = net.init(key, example.support_x)
-        out = jax.eval_shape(net.apply, params, example.support_x)
-        if len(out.shape) != 2:
-            raise ValueError(f"net: a metric embedding must be [B, D], got output shape {out.shape}; flatten it.")
-        adapted, _ = partition(params, adapt_filter)  # validates the filter
-        meta = {"net": params}
+        meta = embedding_init(key, example)  # checks the [B, D] embedding, the labels and scale
+        adapted, _ = partition(meta["net"], adapt_filter)  # validates the filter
         if learn_inner_lr == "scalar":
             meta["inner_lr"] = jnp.asarray(inner_lr, jnp.float32)
         elif learn_inner_lr == "per_parameter":
