@@ -313,33 +313,62 @@ def load_omniglot(
       ...     data = load_omniglot()
       ...     assert len(data.characters) == 242 and len(set(data.alphabets)) == 8
     """
+    read = lambda path, remote, cache_dir: read_omniglot_zip(path, remote=remote, cache_dir=cache_dir,  # noqa: E731
+                                                             image_size=image_size)
+    return load_sets(sets, "images_", read, data_dir=data_dir, download=download, cache=cache)
+
+
+def load_sets(sets: Sequence[str], prefix: str, read: Callable, *, data_dir: Optional[str] = None,
+              download: bool = False, cache: bool = True, atol: float = 0.0):
+    """Reads the named Omniglot zips and joins them, each character once (images and strokes alike).
+
+    ``read(path, remote, cache_dir)`` turns one verified zip into a record
+    whose fields are ``(drawings, alphabets, characters, drawers)``
+    (:class:`Omniglot` or ``OmniglotStrokes``). A character held by two sets
+    (small1 and small2 share two alphabets) is kept once, after checking that
+    both copies agree (to ``atol``).
+
+    Raises:
+      ValueError: no sets, a set name without ``prefix``, or a character whose
+        copies differ.
+
+    Example:
+      >>> load_sets([], "images_", None)
+      Traceback (most recent call last):
+      ...
+      ValueError: sets: expected at least one Omniglot set name.
+    """
     sets = tuple(sets)
     if not sets:
         raise ValueError("sets: expected at least one Omniglot set name.")
     for name in sets:
-        if name not in OMNIGLOT_FILES or not name.startswith("images_"):
-            known = sorted(k for k in OMNIGLOT_FILES if k.startswith("images_"))
-            raise ValueError(f"sets: unknown Omniglot image set {name!r}; known sets are {known}.")
+        if name not in OMNIGLOT_FILES or not name.startswith(prefix):
+            known = sorted(k for k in OMNIGLOT_FILES if k.startswith(prefix))
+            raise ValueError(f"sets: unknown Omniglot {prefix.rstrip('_s')} set {name!r}; known sets are {known}.")
     folder = data_root(data_dir, "omniglot")
     cache_dir = os.path.join(cache_root(), "omniglot") if cache else None
+    same = np.array_equal if atol == 0 else (lambda x, y: np.allclose(x, y, atol=atol))
     seen: dict = {}
     parts = []
     for name in sets:
         remote = OMNIGLOT_FILES[name]
-        path = fetch(remote, folder, download=download, check=False)
-        part = read_omniglot_zip(path, remote=remote, cache_dir=cache_dir, image_size=image_size)
+        part = read(fetch(remote, folder, download=download, check=False), remote, cache_dir)
         keep = []
         for i, char in enumerate(part.characters):
             if char in seen:
-                other = seen[char]
-                if not np.array_equal(other[0].images[other[1]], part.images[i]):
-                    raise ValueError(f"character {char!r} appears in two sets with different images; "
+                other, j = seen[char]
+                if not same(other[0][j], part[0][i]):
+                    raise ValueError(f"character {char!r} appears in two sets with different drawings; "
                                      "the archives are inconsistent.")
                 continue
             seen[char] = (part, i)
             keep.append(i)
-        parts.append(_take(part, np.array(keep, np.int64)))
-    return _concat(parts)
+        keep = np.array(keep, np.int64)
+        parts.append(type(part)(part[0][keep], tuple(part.alphabets[i] for i in keep),
+                                tuple(part.characters[i] for i in keep), part.drawers[keep]))
+    first = parts[0]
+    return type(first)(np.concatenate([p[0] for p in parts]), sum((p.alphabets for p in parts), ()),
+                       sum((p.characters for p in parts), ()), np.concatenate([p.drawers for p in parts]))
 
 
 def select_alphabets(data: Omniglot, alphabets: Iterable[str]) -> Omniglot:

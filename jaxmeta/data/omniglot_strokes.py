@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxmeta.data.files import RemoteFile, atomic_write_bytes, cache_root, checksum, data_root, fetch, verify
 from jaxmeta.data.omniglot import (MINIMAL_TEST_ALPHABETS, MINIMAL_TRAIN_ALPHABETS, OMNIGLOT_FILES, decode_drawings_zip,
-                                   load_omniglot)
+                                   load_omniglot, load_sets)
 
 __all__ = [
     "OmniglotStrokes",
@@ -332,36 +332,9 @@ def load_omniglot_strokes(
       ...     s = load_omniglot_strokes(num_points=16)
       ...     assert len(s.characters) == 242
     """
-    sets = tuple(sets)
-    if not sets:
-        raise ValueError("sets: expected at least one Omniglot stroke set name.")
-    for name in sets:
-        if name not in OMNIGLOT_FILES or not name.startswith("strokes_"):
-            known = sorted(k for k in OMNIGLOT_FILES if k.startswith("strokes_"))
-            raise ValueError(f"sets: unknown Omniglot stroke set {name!r}; known sets are {known}.")
-    folder = data_root(data_dir, "omniglot")
-    cache_dir = os.path.join(cache_root(), "omniglot") if cache else None
-    seen: dict = {}
-    parts = []
-    for name in sets:
-        remote = OMNIGLOT_FILES[name]
-        path = fetch(remote, folder, download=download, check=False)
-        part = read_strokes_zip(path, num_points=num_points, remote=remote, cache_dir=cache_dir)
-        keep = []
-        for i, char in enumerate(part.characters):
-            if char in seen:
-                other, j = seen[char]
-                if not np.allclose(other.strokes[j], part.strokes[i], atol=1e-5):
-                    raise ValueError(f"character {char!r} appears in two stroke sets with different trajectories; "
-                                     "the archives are inconsistent.")
-                continue
-            seen[char] = (part, i)
-            keep.append(i)
-        keep = np.array(keep, np.int64)
-        parts.append(OmniglotStrokes(part.strokes[keep], tuple(part.alphabets[i] for i in keep),
-                                     tuple(part.characters[i] for i in keep), part.drawers[keep]))
-    return OmniglotStrokes(np.concatenate([p.strokes for p in parts]), sum((p.alphabets for p in parts), ()),
-                           sum((p.characters for p in parts), ()), np.concatenate([p.drawers for p in parts]))
+    read = lambda path, remote, cache_dir: read_strokes_zip(path, num_points=num_points, remote=remote,  # noqa: E731
+                                                            cache_dir=cache_dir)
+    return load_sets(sets, "strokes_", read, data_dir=data_dir, download=download, cache=cache, atol=1e-5)
 
 
 def pair_modalities(images, strokes: OmniglotStrokes) -> OmniglotMultimodal:
