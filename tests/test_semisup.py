@@ -262,8 +262,12 @@ def _semisup_episode(key, ways=3, shots=2, queries=2, per_class=3, distractors=1
 @pytest.mark.parametrize("refine", learners.semisup.REFINEMENTS)
 def test_semisup_protonet_with_identity_embedding_equals_reference(refine):
     ep = _semisup_episode(jax.random.key(0))
-    learner = learners.semisup_protonet(IDENTITY, num_ways=3, refine=refine)
+    learner = learners.semisup_protonet(IDENTITY, num_ways=3, refine=refine, mask_init=(0.8, 3.0))
     params = learner.init(jax.random.key(1), ep)
+    if refine == "masked_soft_kmeans":  # the output layer starts at zero: give it weights so the MLP matters
+        head = params["mask_net"]["head"]
+        params["mask_net"]["head"] = {"kernel": 0.3 * jax.random.normal(jax.random.key(9), head["kernel"].shape),
+                                      "bias": jnp.array([0.1, -0.2])}
     got = learner.adapt(params, ep, None)
     sx, sy = np.asarray(ep.support_x), np.asarray(ep.support_y)
     protos = np.stack([sx[sy == c].mean(0) for c in range(3)])
@@ -277,8 +281,9 @@ def test_semisup_protonet_with_identity_embedding_equals_reference(refine):
 
         def gates(d, m):
             norm, stats = _np_stats(d, m)
-            out = np.asarray(mlp.apply(params["mask_net"], jnp.asarray(stats, jnp.float32))) + 1.0
-            return 1 / (1 + np.exp(out[:, 1] * (norm - out[:, 0])))
+            out = np.exp(np.asarray(mlp.apply(params["mask_net"], jnp.asarray(stats, jnp.float32))))
+            beta, gamma = 0.8 * out[:, 0], 3.0 * out[:, 1]
+            return 1 / (1 + np.exp(gamma * (norm - beta)))
     np.testing.assert_allclose(got, _np_refine(protos, counts, ux, mask, radius, gates), rtol=1e-3, atol=1e-4)
     # predictions are ProtoNets' logits against the refined prototypes
     logits = learner.predict(params, got, ep.query_x)
@@ -297,6 +302,24 @@ def test_semisup_protonet_ignores_padded_unlabelled_examples(refine):
                               "unlabelled_mask": jnp.concatenate([jnp.ones(ux.shape[0]), jnp.zeros(5)])})
     np.testing.assert_allclose(learner.adapt(params, padded, None), learner.adapt(params, ep, None), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_masked_soft_kmeans_gates_start_at_mask_init():
+    ep = _semisup_episode(jax.random.key(5))
+    learner = learners.semisup_protonet(IDENTITY, num_ways=3, refine="masked_soft_kmeans", mask_init=(0.5, 10.0))
+    params = learner.init(jax.random.key(6), ep)
+    sx, sy = np.asarray(ep.support_x), np.asarray(ep.support_y)
+    protos = np.stack([sx[sy == c].mean(0) for c in range(3)])
+    counts = np.bincount(sy, minlength=3).astype(np.float32)
+    ux = np.asarray(ep.aux["unlabelled_x"])
+
+    def gates(d, m):
+        norm, _ = _np_stats(d, m)
+        return 1 / (1 + np.exp(10.0 * (norm - 0.5)))
+    want = _np_refine(protos, counts, ux, np.ones(len(ux), np.float32), None, gates)
+    np.testing.assert_allclose(learner.adapt(params, ep, None), want, rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="mask_init"):
+        learners.semisup_protonet(IDENTITY, num_ways=3, refine="masked_soft_kmeans", mask_init=(0.5, 0.0))
 
 
 def test_semisup_protonet_without_unlabelled_is_protonet():

@@ -74,6 +74,11 @@ class Config:
                                                                                     "training episode"})
     metric_queries: int = dataclasses.field(default=5, metadata={"help": "queries per class when training"})
     metric_lr: float = dataclasses.field(default=1e-3, metadata={"help": "Adam learning rate (peak)"})
+    mask_init: Tuple[float, ...] = dataclasses.field(default=(1.0, 1.0), metadata={
+        "help": "(beta, gamma): threshold and slope of masked soft k-means' gates before training"})
+    refine_lr_scale: float = dataclasses.field(default=10.0, metadata={
+        "help": "learning rate of the refinement parameters (gate MLP, distractor radius) relative to the "
+                "network's: they start untrained after the warm start and must move by factors, not percents"})
     # MAML family
     maml_steps: int = dataclasses.field(default=800, metadata={"help": "meta-steps (total)"})
     maml_warmstart_steps: int = dataclasses.field(default=600, metadata={
@@ -115,6 +120,7 @@ QUICK = {"methods": ("protonet", "masked_soft_kmeans", "maml", "semisup_maml"), 
 
 TEST_WAYS = 5
 EVAL_BATCH = 50
+REFINE_PARAMS = ("distractor_cluster", "masked_soft_kmeans")  # methods with parameters besides the network
 
 
 def check_config(config: Config) -> None:
@@ -134,6 +140,10 @@ def check_config(config: Config) -> None:
         total, first = getattr(config, f"{name}_steps"), getattr(config, f"{name}_warmstart_steps")
         if not 0 <= first <= total:
             raise ValueError(f"{name}_warmstart_steps: expected a number in [0, {name}_steps={total}], got {first}.")
+    if len(config.mask_init) != 2 or min(config.mask_init) <= 0:
+        raise ValueError(f"mask_init: expected two positive numbers (beta gamma), got {config.mask_init}.")
+    if config.refine_lr_scale <= 0:
+        raise ValueError(f"refine_lr_scale: expected a positive number, got {config.refine_lr_scale}.")
     if max(config.sweep_unlabelled + (config.unlabelled_per_class, config.maml_train_unlabelled_per_class)) > 20 - labelled:
         raise ValueError(f"unlabelled_per_class / sweep_unlabelled exceed the {20 - labelled} unlabelled drawings per "
                          "character; lower them or --labelled-fraction.")
@@ -143,7 +153,7 @@ def build_learner(config: Config, method: str, ways: int, inner_steps: int | Non
     if method == "protonet":
         return learners.protonet(nets.conv4(), num_ways=ways)
     if method in METRIC:
-        return learners.semisup_protonet(nets.conv4(), num_ways=ways, refine=method)
+        return learners.semisup_protonet(nets.conv4(), num_ways=ways, refine=method, mask_init=tuple(config.mask_init))
     # MAML's Omniglot network: stride-2 convs, spatial mean, a linear head with N outputs; im2col convs make
     # the vmapped per-task weights batched matmuls (see benchmarks/README.md).
     net = nets.conv4(out=ways, downsample="stride", readout="mean", conv_impl="im2col")
@@ -158,12 +168,20 @@ def uses_unlabelled(method: str) -> bool:
     return method not in ("protonet", "maml")
 
 
-def optimizer(config: Config, lr: float, steps: int) -> optax.GradientTransformation:
-    if config.schedule == "constant":
-        return optax.adam(lr)
-    if config.schedule == "cosine":
-        return optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.05))
-    raise ValueError(f"schedule: expected 'constant' or 'cosine', got {config.schedule!r}.")
+def optimizer(config: Config, lr: float, steps: int, method: str = "protonet") -> optax.GradientTransformation:
+    """Adam on the network; the refinement parameters of the soft k-means variants at ``refine_lr_scale`` x."""
+    def adam(peak):
+        if config.schedule == "constant":
+            return optax.adam(peak)
+        if config.schedule == "cosine":
+            return optax.adam(optax.cosine_decay_schedule(peak, max(steps, 1), alpha=0.05))
+        raise ValueError(f"schedule: expected 'constant' or 'cosine', got {config.schedule!r}.")
+
+    if method not in REFINE_PARAMS or config.refine_lr_scale == 1.0:
+        return adam(lr)
+    labels = lambda params: {k: jax.tree_util.tree_map(lambda _: "net" if k == "net" else "refine", v)  # noqa: E731
+                             for k, v in params.items()}
+    return optax.multi_transform({"net": adam(lr), "refine": adam(lr * config.refine_lr_scale)}, labels)
 
 
 def train_sampler(config: Config, method: str, pools):
@@ -215,7 +233,7 @@ def train_method(config: Config, method: str, run_dir: str, train_pools, test_po
     metric = method in METRIC
     sample, train_ways = train_sampler(config, method, train_pools)
     learner = build_learner(config, method, train_ways)
-    opt = optimizer(config, lr, steps)
+    opt = optimizer(config, lr, steps, method)
     init_key, fit_key, monitor_key = jax.random.split(key, 3)
     state = None
     if init_net is not None:  # warm start: the shared network, fresh extra parameters and optimizer state
@@ -361,8 +379,14 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
 
         for name in config.methods + ("protonet_warmstart", "maml_warmstart"):
             shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
-    eval_config = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("methods", "monitor_every",
-                                                                                  "monitor_episodes")}
+    def eval_config(method):
+        """The settings a method's cached evaluation must match (its refinement settings only where it has them)."""
+        unused = {"methods", "monitor_every", "monitor_episodes"}
+        if method not in ("masked_soft_kmeans",):
+            unused.add("mask_init")
+        if method not in REFINE_PARAMS:
+            unused.add("refine_lr_scale")
+        return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
     results, values = {}, {}
     trained = train_all(config, workdir, train_pools, test_pools, train_key, progress=progress)
     for method in config.methods:
@@ -372,12 +396,12 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
         if os.path.exists(cache):
             with open(cache) as f:
                 cached = json.load(f)
-        if cached is not None and cached.get("config") == json.loads(json.dumps(eval_config)):
+        if cached is not None and cached.get("config") == json.loads(json.dumps(eval_config(method))):
             tests, vals = cached["tests"], {k: np.asarray(v) for k, v in cached["values"].items()}
         else:
             t0 = time.perf_counter()
             tests, vals = evaluate_method(config, method, params, test_pools, test_key)
-            train.write_json(cache, {"config": eval_config, "tests": tests, "eval_seconds": time.perf_counter() - t0,
+            train.write_json(cache, {"config": eval_config(method), "tests": tests, "eval_seconds": time.perf_counter() - t0,
                                      "values": {k: v.tolist() for k, v in vals.items()}})
         out = {"train_seconds": train_seconds, "train_ways": train_ways, "tests": tests}
         if method in ("distractor_cluster",):

@@ -75,6 +75,7 @@ def semisup_protonet(
     refine_steps: int = 1,
     scale: float = 1.0,
     mask_hidden: int = 20,
+    mask_init: tuple[float, float] = (1.0, 1.0),
     embed_together: bool = True,
 ) -> MetaLearner:
     """Prototypical Networks refined with unlabelled examples (Ren et al., 2018) as a :class:`MetaLearner`.
@@ -95,10 +96,13 @@ def semisup_protonet(
     * ``"masked_soft_kmeans"``: soft k-means weights times gates
       ``sigmoid(-gamma_c (d~_jc - beta_c))``, with ``d~`` the distances
       normalised by their mean over the unlabelled set and ``(beta_c,
-      gamma_c)`` predicted per class by an MLP (``mask_hidden`` ReLU units,
-      ``meta_params["mask_net"]``) from the min, max, variance, skewness and
-      kurtosis of ``d~_{.c}``; it starts at ``beta = 1, gamma = 1`` (offsets
-      added to the MLP's output).
+      gamma_c) = mask_init * exp(o_c)``, ``o_c`` predicted per class by an MLP
+      (``mask_hidden`` ReLU units, ``meta_params["mask_net"]``) from the min,
+      max, variance, skewness and kurtosis of ``d~_{.c}``. The MLP's output
+      layer starts at zero, so every gate starts at ``mask_init``; the
+      exponential lets training sharpen or loosen a gate by a factor with
+      steps of the same size (Ren et al. also predict the gate's slope and
+      threshold through ``exp``).
 
     ``loss`` and ``predict`` are ProtoNets' (:func:`jaxmeta.learners.protonet`,
     squared Euclidean distance) against the refined prototypes. An episode
@@ -121,6 +125,8 @@ def semisup_protonet(
       scale: ProtoNets' logit scale, also the inverse temperature of the
         soft assignments.
       mask_hidden: hidden units of the masking MLP.
+      mask_init: ``(beta, gamma)`` of the gates before training, both > 0
+        (``beta``: threshold in units of the mean distance; ``gamma``: slope).
       embed_together: embed support and unlabelled examples in one call.
 
     Returns:
@@ -146,8 +152,10 @@ def semisup_protonet(
     if int(mask_hidden) != mask_hidden or mask_hidden < 1:
         raise ValueError(f"mask_hidden: expected a positive integer, got {mask_hidden}.")
     base = protonet(net, num_ways=num_ways, distance="euclidean", scale=scale)
+    if len(tuple(mask_init)) != 2 or not all(float(v) > 0 for v in mask_init):
+        raise ValueError(f"mask_init: expected (beta, gamma) with both > 0, got {mask_init!r}.")
     mask_net = mlp((int(mask_hidden),), 2)
-    offsets = jnp.array([1.0, 1.0])  # initial (beta, gamma)
+    log_init = jnp.log(jnp.asarray(mask_init, jnp.float32))  # (beta, gamma) = mask_init * exp(MLP output)
 
     def init(key, example):
         k_net, k_mask = jax.random.split(key)
@@ -156,13 +164,15 @@ def semisup_protonet(
         if refine == "distractor_cluster":
             meta["log_distractor_radius"] = jnp.zeros((), jnp.float32)
         elif refine == "masked_soft_kmeans":
-            meta["mask_net"] = mask_net.init(k_mask, jnp.zeros((1, _STATS)))
+            mask_params = mask_net.init(k_mask, jnp.zeros((1, _STATS)))
+            mask_params["head"] = jax.tree_util.tree_map(jnp.zeros_like, mask_params["head"])  # gates = mask_init
+            meta["mask_net"] = mask_params
         return meta
 
     def gates(meta_params):
         def gate_fn(distances, mask):
             normalised, stats = distance_statistics(distances, mask)
-            beta, gamma = jnp.moveaxis(mask_net.apply(meta_params["mask_net"], stats) + offsets, 1, 0)
+            beta, gamma = jnp.moveaxis(jnp.exp(mask_net.apply(meta_params["mask_net"], stats) + log_init), 1, 0)
             return soft_kmeans_gates(normalised, beta, gamma)
 
         return gate_fn
