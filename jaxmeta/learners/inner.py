@@ -213,10 +213,15 @@ def inner_loop(
       first_order: stop the gradient through inner gradients (first-order MAML):
         the meta-gradient then treats each inner gradient as a constant.
       remat: wrap each step in ``jax.checkpoint`` so the backward pass recomputes
-        a step's activations instead of storing them for every step.
+        a step's activations instead of storing them for every step. It needs
+        a rolled loop: in fully unrolled code XLA schedules the recomputation
+        as it likes and memory is not saved (measured: Conv-4 MAML, meta-batch
+        8, 20 inner steps: 2,860 MB of XLA temporaries unrolled with or without
+        remat, 952 MB rolled with remat), so ``unroll=None`` rolls it.
       unroll: ``lax.scan``'s unroll factor; ``True`` unrolls fully. ``None``
         picks per backend: fully unrolled on CPU (XLA:CPU runs a scanned conv
-        step far slower than straight-line code), a rolled loop elsewhere.
+        step far slower than straight-line code), a rolled loop elsewhere and
+        whenever ``remat`` is on.
       collect: also return the params after every step, stacked on a leading
         ``[steps]`` axis (for MAML++'s multi-step loss).
 
@@ -251,6 +256,6 @@ def inner_loop(
     if remat:
         step_fn = jax.checkpoint(step_fn)
     if unroll is None:
-        unroll = True if jax.default_backend() == "cpu" else 1
+        unroll = 1 if remat or jax.default_backend() != "cpu" else True
     (phi, _), trajectory = lax.scan(step_fn, (params, rule.init(params)), jnp.arange(steps), unroll=unroll)
     return (phi, trajectory) if collect else phi
