@@ -154,7 +154,7 @@ else:  # sinusoid MAML: MLP 1-40-40-1, meta-batch 25, 10-shot, 5 inner steps, se
     dev_sample = functools.partial(scenarios.sinusoid, num_tasks=25, support_shots=10, query_shots=10)
 
     def host_sample(key):  # the same distribution drawn with NumPy on the host
-        r = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+        r = scenarios.numpy_rng(key)
         amp, phase = r.uniform(0.1, 5.0, (25, 1, 1)), r.uniform(0.0, np.pi, (25, 1, 1))
         xs, xq = r.uniform(-5, 5, (25, 10, 1)), r.uniform(-5, 5, (25, 10, 1))
         f = lambda x: (amp * np.sin(x - phase)).astype(np.float32)
