@@ -218,3 +218,48 @@ def test_fusion_help_and_feature_sampler(capsys):
                                         query_modality="image")
     np.testing.assert_array_equal(ep.support_x, feats[1][np.asarray(ref.aux["support_index"])])
     np.testing.assert_array_equal(ep.query_x, feats[0][np.asarray(ref.aux["query_index"])])
+
+
+def test_views_embed_every_drawing_in_every_modality():
+    key = jax.random.key(6)
+    images = jax.random.uniform(key, (4, 16, 16))
+    strokes = jax.random.normal(jax.random.fold_in(key, 1), (4, 12, 3))
+    plain, views = _small_encoder(), nets.multimodal_encoder((16, 16, 1), (12, 3), dim=8, image_channels=4,
+                                                             stroke_channels=(8, 8), views=True)
+    both = scenarios.pack_examples(images, strokes, jnp.full(4, 2))
+    p = plain.init(key, both)
+    out = views.apply(p, both)  # same params
+    assert out.shape == (4, 3, 8)
+    for m in range(3):
+        np.testing.assert_allclose(out[:, m], plain.apply(p, scenarios.pack_examples(images, strokes, jnp.full(4, m))),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_protonet_views_loss_is_the_mean_over_modality_pairs():
+    key = jax.random.key(7)
+    images = jax.random.uniform(key, (12, 16, 16))
+    strokes = jax.random.normal(jax.random.fold_in(key, 1), (12, 12, 3))
+    ys, yq = jnp.array([0, 1, 2, 0, 1, 2]), jnp.array([0, 1, 2, 2, 1, 0])
+    pack = lambda sl, m: scenarios.pack_examples(images[sl], strokes[sl], jnp.full(6, m))
+    views_net = nets.multimodal_encoder((16, 16, 1), (12, 3), dim=8, image_channels=4, stroke_channels=(8, 8),
+                                        views=True)
+    multi = learners.protonet(views_net, num_ways=3, views=True)
+    single = learners.protonet(_small_encoder(), num_ways=3)
+    ep = Episode(pack(slice(0, 6), 2), ys, pack(slice(6, 12), 2), yq)
+    p = multi.init(key, ep)
+    value, metrics = multi.loss(p, multi.adapt(p, ep, key), ep)
+    losses_, accs = [], []
+    for s_mod, q_mod in itertools.product(range(3), range(3)):
+        e = Episode(pack(slice(0, 6), s_mod), ys, pack(slice(6, 12), q_mod), yq)
+        v, m = single.loss(p, single.adapt(p, e, key), e)
+        losses_.append(v)
+        accs.append(m["accuracy"])
+    np.testing.assert_allclose(value, np.mean(losses_), rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(accs), rtol=1e-5)
+    assert multi.predict(p, multi.adapt(p, ep, key), ep.query_x).shape == (6, 3, 3, 3)
+    g = jax.grad(lambda q: multi.loss(q, multi.adapt(q, ep, key), ep)[0])(p)
+    assert all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(g))
+    with pytest.raises(ValueError, match="views=True"):
+        learners.protonet(views_net, num_ways=3).init(key, ep)
+    with pytest.raises(ValueError, match=r"\[B, V, D\]"):
+        learners.protonet(_small_encoder(), num_ways=3, views=True).init(key, ep)

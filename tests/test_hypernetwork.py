@@ -20,21 +20,26 @@ def _learners():
                                             embedding=nets.mlp((8,), None), **HYPER),
         "classification": learners.hypernetwork(nets.mlp((), 3), losses.softmax_cross_entropy,
                                                 embedding=nets.mlp((8,), None), **HYPER),
+        "per_class": learners.hypernetwork(nets.mlp((), 3), losses.softmax_cross_entropy,
+                                           embedding=nets.mlp((8,), None), per_class=True,
+                                           metrics={"accuracy": losses.accuracy}, **HYPER),
     }
 
 
 def _episode(kind):
+    kind = "classification" if kind == "per_class" else kind
     eps = regression_episodes(jax.random.key(0)) if kind == "regression" else classification_episodes(jax.random.key(0))
     return take_episodes(eps, 0)
 
 
-@pytest.mark.parametrize("kind", ["regression", "classification"])
+@pytest.mark.parametrize("kind", ["regression", "classification", "per_class"])
 def test_task_params_are_the_task_models_params(kind):
     learner = _learners()[kind]
     ep = _episode(kind)
     params = learner.init(jax.random.key(1), ep)
     task_params = learner.adapt(params, ep, jax.random.key(2))
     task_net = nets.mlp((4,), 1) if kind == "regression" else nets.mlp((), 3)
+    kind = "classification" if kind == "per_class" else kind
     template = task_net.init(jax.random.key(0), jnp.zeros((1, 8)))
     assert jax.tree_util.tree_structure(task_params) == jax.tree_util.tree_structure(template)
     for a, b in zip(jax.tree_util.tree_leaves(task_params), jax.tree_util.tree_leaves(template)):
@@ -51,7 +56,7 @@ def test_task_params_are_the_task_models_params(kind):
                            np.asarray(jax.tree_util.tree_leaves(task_params)[0]))
 
 
-@pytest.mark.parametrize("kind", ["regression", "classification"])
+@pytest.mark.parametrize("kind", ["regression", "classification", "per_class"])
 def test_permutation_and_padding_invariance(kind):
     learner = _learners()[kind]
     ep = _episode(kind)
@@ -107,3 +112,41 @@ def test_bad_configuration_raises():
     with pytest.raises(ValueError, match="support_y"):  # labels up to 2 but a 2-way task model
         learners.hypernetwork(nets.mlp((), 2), losses.softmax_cross_entropy).init(
             jax.random.key(0), _episode("classification"))
+
+
+def test_per_class_generation_is_equivariant_to_relabelling_and_learns():
+    import optax
+
+    from conftest import classification_episodes
+    from jaxmeta import train
+
+    learner = _learners()["per_class"]
+    ep = _episode("per_class")
+    params = learner.init(jax.random.key(1), ep)
+    # give the generator a non-trivial output layer, then relabel the classes 0->2, 1->0, 2->1
+    params["generator"]["head"] = jax.tree_util.tree_map(lambda w: w + 0.3, params["generator"]["head"])
+    relabel = jnp.array([2, 0, 1])
+    logits = learner.predict(params, learner.adapt(params, ep, None), ep.query_x)
+    moved = learner.predict(params, learner.adapt(params, ep._replace(support_y=relabel[ep.support_y]), None),
+                            ep.query_x)
+    np.testing.assert_allclose(np.asarray(moved[:, relabel]), np.asarray(logits), rtol=1e-5, atol=1e-6)
+    # it meta-learns with the shared meta-step (query accuracy above chance after a few hundred steps)
+    opt = optax.adam(3e-3)
+    state = train.init_state(learner, opt, jax.random.key(0), classification_episodes(jax.random.key(0)))
+    step = train.make_meta_step(learner, opt)
+    for i in range(150):
+        state, metrics = step(state, classification_episodes(jax.random.key(100 + i)), jax.random.key(i))
+    assert float(metrics["accuracy"]) > 0.6, metrics
+
+
+def test_per_class_errors_say_what_to_change():
+    ep = _episode("per_class")
+    with pytest.raises(ValueError, match="head"):
+        learners.hypernetwork(nets.mlp((4,), None), losses.softmax_cross_entropy, per_class=True,
+                              **HYPER).init(jax.random.key(0), ep)
+    with pytest.raises(ValueError, match="integer support_y"):
+        learners.hypernetwork(nets.mlp((), 1), losses.squared_error, per_class=True, **HYPER).init(
+            jax.random.key(0), _episode("regression"))
+    with pytest.raises(ValueError, match="use_support"):
+        learners.hypernetwork(nets.mlp((), 3), losses.softmax_cross_entropy, per_class=True, use_support=False,
+                              description_key="d")

@@ -101,3 +101,58 @@ def test_bad_arguments_name_the_argument():
         multimodal_episodes(jax.random.key(0), images, strokes, num_tasks=1, ways=20, shots=1, queries=1)
     with pytest.raises(ValueError, match="probs"):
         multimodal_episodes(jax.random.key(0), images, strokes, num_tasks=1, ways=2, shots=1, queries=1, probs=(1.0,))
+
+
+def test_affine_points_follow_the_image_warp_of_the_same_key():
+    from jaxmeta.scenarios import random_affine, random_affine_points
+
+    # one dot per image at a known point: after the warp its ink centroid is where the point goes
+    size, rng = 41, np.random.default_rng(0)
+    offsets = rng.uniform(-8, 8, (6, 2)).astype(np.float32)  # (x, y) pixels from the centre, y down
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[:size, :size]
+    images = np.stack([np.exp(-((xx - c - ox) ** 2 + (yy - c - oy) ** 2) / 2.0) for ox, oy in offsets])
+    points = np.concatenate([offsets[:, None, :], np.zeros((6, 1, 1), np.float32)], -1)
+    key = jax.random.key(5)
+    kw = dict(rotate=25.0, scale=0.2, shear=0.2, translate=0.0)
+    warped = np.asarray(random_affine(key, jnp.asarray(images, jnp.float32), **kw))
+    moved = np.asarray(random_affine_points(key, jnp.asarray(points), renormalise=False, **kw))
+    mass = warped.sum(axis=(1, 2))
+    centroid = np.stack([(warped * xx).sum((1, 2)) / mass - c, (warped * yy).sum((1, 2)) / mass - c], -1)
+    np.testing.assert_allclose(centroid, moved[:, 0, :2], atol=0.15)
+    assert not np.allclose(moved[:, 0, :2], offsets, atol=0.5)  # it did move them
+    # renormalised: bounding box centred, longer side spanning [-1, 1]; extra channels untouched
+    traj = jnp.asarray(rng.uniform(-1, 1, (4, 20, 3)), jnp.float32)
+    out = np.asarray(random_affine_points(key, traj))
+    span = out[..., :2].max(1) - out[..., :2].min(1)
+    np.testing.assert_allclose(span.max(-1), 2.0, rtol=1e-5)
+    np.testing.assert_allclose(out[..., :2].max(1) + out[..., :2].min(1), 0.0, atol=1e-5)
+    np.testing.assert_array_equal(out[..., 2], np.asarray(traj)[..., 2])
+    with pytest.raises(ValueError, match="points"):
+        random_affine_points(key, jnp.zeros((4, 20)))
+
+
+def test_augment_multimodal_keeps_flags_zero_fill_and_drawings():
+    from jaxmeta.scenarios import augment_multimodal, random_affine
+
+    key = jax.random.key(2)
+    images = jax.random.uniform(key, (C, D, 8, 8))
+    strokes = jax.random.uniform(jax.random.fold_in(key, 1), (C, D, P, 3), minval=-1, maxval=1)
+    eps = multimodal_episodes(key, images, strokes, num_tasks=2, ways=4, shots=2, queries=3,
+                              support_modality="random", query_modality="random")
+    aug = jax.jit(lambda k, e: augment_multimodal(k, e, (8, 8), (P, 3)))(jax.random.key(3), eps)
+    for name in ("support_x", "query_x"):
+        x, y = np.asarray(getattr(eps, name)), np.asarray(getattr(aug, name))
+        assert y.shape == x.shape
+        np.testing.assert_array_equal(y[..., :2], x[..., :2])  # flags unchanged
+        has_i, has_s, im, st = unpack_examples(jnp.asarray(y.reshape(-1, y.shape[-1])), (8, 8, 1), (P, 3))
+        assert float(jnp.abs(im[has_i == 0]).max(initial=0.0)) == 0.0  # absent modalities stay zero
+        assert float(jnp.abs(st[has_s == 0]).max(initial=0.0)) == 0.0
+        assert not np.allclose(y, x)
+    # the support images are exactly random_affine of the originals with the support key
+    k_s, _ = jax.random.split(jax.random.key(3))
+    _, _, im0, _ = unpack_examples(eps.support_x.reshape(-1, eps.support_x.shape[-1]), (8, 8, 1), (P, 3))
+    _, _, im1, _ = unpack_examples(aug.support_x.reshape(-1, aug.support_x.shape[-1]), (8, 8, 1), (P, 3))
+    has_image = np.asarray(eps.support_x.reshape(-1, eps.support_x.shape[-1])[:, 0])
+    np.testing.assert_allclose(np.asarray(im1), np.asarray(random_affine(k_s, im0)) * has_image[:, None, None, None],
+                               atol=1e-6)

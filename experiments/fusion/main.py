@@ -3,10 +3,15 @@
 Every Omniglot drawing is an image and a pen trajectory. Stage 1 meta-trains one
 encoder for both (Conv-4 for images, a 1-D conv net for trajectories, per-modality
 adapters, fused by a masked mean, a shared linear ``head``) as a Prototypical
-Network on episodes whose support and query examples are, each at random, an
-image, a trajectory or both. Training alphabets: images_background_small1's 5
-(x4 rotations as extra classes); test alphabets: Japanese_(katakana), Sanskrit,
-Tagalog (never seen).
+Network. With the default ``--objective views`` every support and query drawing
+is embedded as an image, as strokes and fused, and the prototypical loss is
+averaged over all nine (support, query) modality pairs, so a stroke prototype
+must classify image queries and the reverse (cross-modal alignment at the cost
+of one encoder pass); ``--objective random`` shows each example in one random
+modality instead. Training drawings get random affine distortions, the same
+one for a drawing's image and its trajectory. Training alphabets:
+images_background_small1's 5 (x4 rotations as extra classes); test alphabets:
+Japanese_(katakana), Sanskrit, Tagalog (never seen).
 
 Because every normalisation is per example, the test set is embedded once; all
 evaluations then run on the same test episodes (same classes and drawings) in
@@ -15,7 +20,7 @@ images -> strokes) and fused, 5-way 1-shot and 5-shot, 95% CI. Heads compared
 on those episodes: prototypes (no fine-tuning), MAML-style fine-tuning of the
 projection head on the support set (fixed rate; Meta-SGD's learned
 per-parameter rates), and a hypernetwork that writes a linear classifier from
-the support set. Downstream: k-means of the unseen-alphabet characters (NMI,
+the support set, one class's weights from that class's examples. Downstream: k-means of the unseen-alphabet characters (NMI,
 ARI) and anomaly detection (characters of an unseen alphabet as outliers;
 AUROC), per modality and fused.
 
@@ -56,14 +61,21 @@ MOD_INDEX = {"image": 0, "stroke": 1, "both": 2}
 class Config:
     num_points: int = dataclasses.field(default=48, metadata={"help": "points per resampled trajectory"})
     dim: int = dataclasses.field(default=64, metadata={"help": "embedding width"})
-    image_channels: int = dataclasses.field(default=32, metadata={"help": "Conv-4 filters per block"})
-    stroke_channels: Tuple[int, ...] = dataclasses.field(default=(64, 64, 64), metadata={"help": "1-D conv filters"})
-    train_steps: int = dataclasses.field(default=2500, metadata={"help": "stage-1 training episodes"})
+    image_channels: int = dataclasses.field(default=64, metadata={"help": "Conv-4 filters per block"})
+    stroke_channels: Tuple[int, ...] = dataclasses.field(default=(128, 128, 128, 128), metadata={
+        "help": "1-D conv filters"})
+    train_steps: int = dataclasses.field(default=8000, metadata={"help": "stage-1 training episodes"})
     train_ways: int = dataclasses.field(default=30, metadata={"help": "ways per training episode"})
     train_shots: int = dataclasses.field(default=1, metadata={"help": "shots per training episode"})
     train_queries: int = dataclasses.field(default=4, metadata={"help": "queries per class when training"})
-    lr: float = dataclasses.field(default=1e-3, metadata={"help": "Adam peak learning rate (cosine decay to 5%%)"})
+    lr: float = dataclasses.field(default=1e-3, metadata={"help": "Adam peak learning rate (cosine decay to 5%)"})
     rotate_train: bool = dataclasses.field(default=True, metadata={"help": "x4 rotations of training characters"})
+    objective: str = dataclasses.field(default="views", metadata={
+        "help": "stage-1 loss. views: every drawing embedded as image, strokes and fused, prototypical loss "
+                "averaged over all 9 (support, query) modality pairs (aligns the modalities; one encoder pass). "
+                "random: one random modality per example (image / strokes / both)"})
+    augment: bool = dataclasses.field(default=True, metadata={
+        "help": "random affine distortions of training drawings (the same one for a drawing's image and strokes)"})
     finetune_steps: int = dataclasses.field(default=500, metadata={"help": "meta-steps of the fine-tuning learners"})
     finetune_inner_steps: int = dataclasses.field(default=3, metadata={"help": "inner steps of head fine-tuning"})
     finetune_inner_lr: float = dataclasses.field(default=0.05, metadata={"help": "inner step size (initial)"})
@@ -81,18 +93,33 @@ QUICK = {"train_steps": 20, "train_ways": 10, "finetune_steps": 10, "hyper_steps
          "image_channels": 8, "stroke_channels": (16, 16), "num_points": 32}
 
 
-def encoder(config: Config, features_only: bool = False) -> nets.Network:
+OBJECTIVES = ("views", "random")
+
+
+def encoder(config: Config, features_only: bool = False, views: bool = False) -> nets.Network:
     return nets.multimodal_encoder((28, 28, 1), (config.num_points, 3), dim=config.dim,
                                    image_channels=config.image_channels, stroke_channels=config.stroke_channels,
-                                   features_only=features_only)
+                                   features_only=features_only, views=views)
 
 
 def train_encoder(config: Config, train_set, workdir, key, *, progress: bool, fresh: bool):
+    if config.objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {config.objective!r}.")
+    views = config.objective == "views"
     images, strokes = jnp.asarray(train_set.images), jnp.asarray(train_set.strokes)
-    sample = functools.partial(scenarios.multimodal_episodes, images=images, strokes=strokes, num_tasks=1,
-                               ways=config.train_ways, shots=config.train_shots, queries=config.train_queries,
-                               support_modality="random", query_modality="random")
-    learner = learners.protonet(encoder(config), num_ways=config.train_ways)
+    modality = "both" if views else "random"
+    episodes = functools.partial(scenarios.multimodal_episodes, images=images, strokes=strokes, num_tasks=1,
+                                 ways=config.train_ways, shots=config.train_shots, queries=config.train_queries,
+                                 support_modality=modality, query_modality=modality)
+
+    def sample(key):
+        k_episode, k_augment = jax.random.split(key)
+        eps = episodes(k_episode)
+        if config.augment:
+            eps = scenarios.augment_multimodal(k_augment, eps, images.shape[2:], strokes.shape[2:])
+        return eps
+
+    learner = learners.protonet(encoder(config, views=views), num_ways=config.train_ways, views=views)
     folder = os.path.join(workdir, "encoder")
     if fresh:
         import shutil
@@ -263,9 +290,11 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
                                                     "max": float(rates.max())}
         timings[name] = spent
 
-    # hypernetwork head: support set -> weights of a linear 5-way classifier on the embedding
+    # hypernetwork head: support set -> weights of a linear 5-way classifier on the embedding, written one
+    # class at a time from that class's support examples (equivariant to relabelling, like prototypes)
     hyper = learners.hypernetwork(nets.mlp((), 5), losses.softmax_cross_entropy, embedding=head_net,
-                                  set_hidden=(128, 128), generator_hidden=(128,), metrics={"accuracy": losses.accuracy})
+                                  set_hidden=(128, 128), generator_hidden=(128,), per_class=True,
+                                  metrics={"accuracy": losses.accuracy})
     trained, spent = {}, 0.0
     for shots in (1, 5):
         init = lambda p: {**p, "embedding": head_params(params)}

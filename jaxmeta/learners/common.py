@@ -108,10 +108,10 @@ def support_objective(apply_fn: Callable, loss_fn: Callable, frozen, episode) ->
     return objective
 
 
-def embedding_learner_params(net, num_ways: int, scale: float, learn_scale: bool, what: str):
+def embedding_learner_params(net, num_ways: int, scale: float, learn_scale: bool, what: str, views: bool = False):
     """``init`` and ``scale_of`` for a metric learner over an embedding ``net`` with an optional learned logit scale.
 
-    ``init(key, example)`` checks that the embedding is ``[B, D]`` and the
+    ``init(key, example)`` checks that the embedding is ``[B, D]`` (``[B, V, D]`` with ``views``) and the
     example's labels fit ``num_ways``, and returns ``{"net": ...[, "log_scale": ...]}``;
     ``scale_of(meta_params)`` is the logit scale (learned or fixed).
 
@@ -129,8 +129,12 @@ def embedding_learner_params(net, num_ways: int, scale: float, learn_scale: bool
     def init(key, example):
         params = net.init(key, example.support_x)
         out = jax.eval_shape(net.apply, params, example.support_x)
-        if len(out.shape) != 2:
-            raise ValueError(f"net: a {what} embedding must be [B, D], got output shape {out.shape}; flatten it.")
+        if len(out.shape) != (3 if views else 2):
+            want = "[B, V, D] (views=True)" if views else "[B, D]"
+            fix = ("embed each example in every view" if views else
+                   "flatten it" + (" (or, for V views per example, pass views=True to a learner that takes them)"
+                                   if len(out.shape) == 3 else ""))
+            raise ValueError(f"net: a {what} embedding must be {want}, got output shape {out.shape}; {fix}.")
         check_example_labels((out.shape[0], num_ways), example)
         meta = {"net": params}
         if learn_scale:

@@ -27,6 +27,7 @@ from jax.flatten_util import ravel_pytree
 from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.common import check_example_labels, check_metric_fns, check_widths, supervised_loss
 from jaxmeta.learners.neural_process import masked_set_mean
+from jaxmeta.losses.metric import prototypes
 from jaxmeta.nets import Network, mlp
 
 __all__ = ["hypernetwork"]
@@ -48,6 +49,7 @@ def hypernetwork(
     init_scale: float = 0.1,
     description_key: Optional[str] = None,
     use_support: bool = True,
+    per_class: bool = False,
     metrics: Optional[Mapping[str, Callable]] = None,
 ) -> MetaLearner:
     """A hypernetwork meta-learner: support set (or description) in, task-model weights out.
@@ -76,6 +78,17 @@ def hypernetwork(
         (a task description ``d(t)``, shape ``[T]``) fed to the generator.
       use_support: encode the support set (``False`` needs ``description_key``:
         the model is then generated from the description alone).
+      per_class: classification only (integer labels). Generate the task
+        model's output layer (``head``: kernel ``[H, N]``, bias ``[N]``) one
+        class at a time: class ``c``'s column and bias are a shared base
+        column plus ``generator(r_c)``, where ``r_c`` is the masked mean of
+        ``set_encoder(f(x))`` over the class's support examples (joined with
+        the description, if any). The generated classifier is then
+        equivariant to relabelling (permuting the classes permutes its
+        outputs) and works for any ``N``; the other task-model layers are
+        meta-learned, shared weights. The default (``False``) writes every
+        weight from one pooled representation of the support set, which
+        suits regression but must learn class identity from one-hot labels.
       metrics: extra query metrics ``{name: fn(outputs, targets) -> [B]}``.
 
     Returns:
@@ -109,6 +122,10 @@ def hypernetwork(
         raise ValueError("use_support=False needs description_key: the generator must read something.")
     metric_fns = check_metric_fns(metrics)
     set_encoder = mlp(set_hidden[:-1], set_hidden[-1])
+    per_class = bool(per_class)
+    if per_class and not use_support:
+        raise ValueError("per_class=True generates each class's weights from its support examples; it needs "
+                         "use_support=True.")
 
     def features(meta_params, x):
         if embedding is not None:
@@ -142,6 +159,23 @@ def hypernetwork(
             raise ValueError(f"episode.aux[{description_key!r}]: expected a vector [T] per episode, got {d.shape}.")
         return d.astype(jnp.float32)
 
+    def split_head(tree):
+        """(task-model params without ``head``, head kernel [H, N], head bias [N]) for ``per_class``."""
+        head = tree.get("head") if isinstance(tree, Mapping) else None
+        if not isinstance(head, Mapping) or set(head) != {"kernel", "bias"} or jnp.ndim(head["kernel"]) != 2:
+            raise ValueError("per_class=True: task_net must end in a dense output layer named 'head' with kernel "
+                             "[H, N] and bias [N] (e.g. nets.mlp((), N) or nets.mlp((32,), N)); got params "
+                             f"{jax.tree_util.tree_map(jnp.shape, tree)}.")
+        return {k: v for k, v in tree.items() if k != "head"}, head["kernel"], head["bias"]
+
+    def class_representations(meta_params, episode, f, num_classes):
+        h = set_encoder.apply(meta_params["set_encoder"], f)
+        r = prototypes(h, episode.support_y, num_classes, episode.support_mask)  # [N, H_set]
+        d = description(episode)
+        if d is not None:
+            r = jnp.concatenate([r, jnp.broadcast_to(d, (num_classes,) + d.shape)], axis=-1)
+        return r
+
     def task_representation(meta_params, episode, f, out_shape):
         parts = []
         if use_support:
@@ -165,6 +199,18 @@ def hypernetwork(
         template = task_net.init(k_task, f[:1])
         _, num_weights, out_shape = task_structure(f)
         check_example_labels(out_shape, example)
+        if per_class:
+            if not jnp.issubdtype(jnp.asarray(example.support_y).dtype, jnp.integer):
+                raise ValueError("per_class=True is for classification: expected integer support_y, got "
+                                 f"{jnp.asarray(example.support_y).dtype}.")
+            rest, kernel, bias = split_head(template)
+            params["base"] = {"rest": rest, "column": jnp.concatenate([kernel.mean(axis=1), bias.mean()[None]])}
+            params["set_encoder"] = set_encoder.init(k_set, f)
+            r = jax.eval_shape(lambda: class_representations(params, example, f, out_shape[-1]))
+            generator = mlp(generator_hidden, kernel.shape[0] + 1).init(k_gen, jnp.zeros(r.shape, r.dtype))
+            generator["head"] = jax.tree_util.tree_map(lambda w: w * init_scale, generator["head"])
+            params["generator"] = generator
+            return params
         params["base"] = ravel_pytree(template)[0]
         if use_support:
             set_in = jax.eval_shape(lambda: set_inputs(f, example.support_y, out_shape))
@@ -179,6 +225,12 @@ def hypernetwork(
         del key  # deterministic
         f = features(meta_params, episode.support_x)
         unravel, num_weights, out_shape = task_structure(f)
+        if per_class:
+            r = class_representations(meta_params, episode, f, out_shape[-1])
+            hidden = meta_params["base"]["column"].shape[0] - 1
+            columns = meta_params["base"]["column"] + mlp(generator_hidden, hidden + 1).apply(
+                meta_params["generator"], r)  # [N, H + 1]
+            return {**meta_params["base"]["rest"], "head": {"kernel": columns[:, :hidden].T, "bias": columns[:, hidden]}}
         r = task_representation(meta_params, episode, f, out_shape)
         delta = generator_net(num_weights).apply(meta_params["generator"], r[None])[0]
         return unravel(meta_params["base"] + delta)

@@ -28,6 +28,7 @@ def protonet(
     distance: str = "euclidean",
     scale: float = 1.0,
     learn_scale: bool = False,
+    views: bool = False,
 ) -> MetaLearner:
     """Prototypical Networks as a :class:`MetaLearner`.
 
@@ -46,6 +47,13 @@ def protonet(
       scale: logit scale (temperature inverse); cosine similarities need a
         scale around 10 to train well.
       learn_scale: make the scale a meta-parameter (``meta_params["log_scale"]``).
+      views: the net embeds each example in ``V`` views (``[B, V, D]``, e.g.
+        the modalities of :func:`jaxmeta.nets.multimodal_encoder` with
+        ``views=True``). ``adapt`` builds prototypes per view (``[V, N, D]``),
+        ``predict`` returns ``[Q, V (query view), V (prototype view), N]``
+        logits and ``loss`` averages the cross-entropy and accuracy over all
+        ``V x V`` pairs: a query in any view must find its class among the
+        prototypes of every view (cross-view alignment, e.g. strokes vs images).
 
     Returns:
       A :class:`MetaLearner`; ``meta_params = {"net": ...[, "log_scale": ...]}``.
@@ -63,20 +71,40 @@ def protonet(
     num_ways = check_num_ways(num_ways)
     if distance not in ("euclidean", "cosine"):
         raise ValueError(f"distance: expected 'euclidean' or 'cosine', got {distance!r}.")
-    init, current_scale = embedding_learner_params(net, num_ways, scale, learn_scale, "ProtoNet")
+    init, current_scale = embedding_learner_params(net, num_ways, scale, learn_scale, "ProtoNet", views)
+
+    def embed(meta_params, x):
+        emb = net.apply(meta_params["net"], x)
+        if emb.ndim != (3 if views else 2):
+            want = "[B, V, D] (views=True)" if views else "[B, D] (pass views=True for [B, V, D])"
+            raise ValueError(f"ProtoNet: expected the network to embed x as {want}, got shape {emb.shape}.")
+        return emb
 
     def adapt(meta_params, episode, key):
         del key
-        emb = net.apply(meta_params["net"], episode.support_x)
+        emb = embed(meta_params, episode.support_x)
+        if views:
+            return jax.vmap(lambda e: prototypes(e, episode.support_y, num_ways, episode.support_mask), 1)(emb)
         return prototypes(emb, episode.support_y, num_ways, episode.support_mask)
 
     def predict(meta_params, task_params, x):
-        emb = net.apply(meta_params["net"], x)
-        return prototype_logits(emb, task_params, distance, current_scale(meta_params))
+        emb = embed(meta_params, x)
+        logits = lambda q, c: prototype_logits(q, c, distance, current_scale(meta_params))
+        if views:  # [Q, V, D] x [V, N, D] -> [Q, V, V, N]
+            return jax.vmap(lambda q: jax.vmap(lambda c: logits(q, c), out_axes=1)(task_params), 1, 1)(emb)
+        return logits(emb, task_params)
 
     def loss(meta_params, task_params, episode):
         logits = predict(meta_params, task_params, episode.query_x)
-        value = masked_mean(softmax_cross_entropy(logits, episode.query_y), episode.query_mask)
-        return value, {"accuracy": masked_mean(accuracy(logits, episode.query_y), episode.query_mask)}
+        y = episode.query_y
+        if views:  # every (query view, prototype view) pair, averaged per query
+            pairs = logits.shape[:3]
+            y = jnp.broadcast_to(y[:, None, None], pairs).reshape(-1)
+            logits = logits.reshape((-1, logits.shape[-1]))
+            per_query = lambda v: v.reshape(pairs).mean(axis=(1, 2))
+        else:
+            per_query = lambda v: v
+        value = masked_mean(per_query(softmax_cross_entropy(logits, y)), episode.query_mask)
+        return value, {"accuracy": masked_mean(per_query(accuracy(logits, y)), episode.query_mask)}
 
     return MetaLearner(init, adapt, loss, predict)

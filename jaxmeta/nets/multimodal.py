@@ -95,6 +95,7 @@ class MultimodalEncoder(nn.Module):
     image_channels: int = 64
     stroke_channels: Tuple[int, ...] = (64, 64, 64)
     features_only: bool = False
+    views: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -103,8 +104,11 @@ class MultimodalEncoder(nn.Module):
         e_image = nn.Dense(self.dim, name="image_proj")(e_image)
         e_stroke = StrokeEncoder(channels=self.stroke_channels, out=self.dim, name="stroke")(strokes)
         e_stroke = nn.Dense(self.dim, name="stroke_proj")(e_stroke)
-        count = jnp.maximum(has_image + has_stroke, 1.0)[:, None]
-        fused = (has_image[:, None] * e_image + has_stroke[:, None] * e_stroke) / count
+        if self.views:  # every drawing in every modality: [B, 3 (image, stroke, fused), dim]
+            fused = jnp.stack([e_image, e_stroke, (e_image + e_stroke) / 2.0], axis=1)
+        else:
+            count = jnp.maximum(has_image + has_stroke, 1.0)[:, None]
+            fused = (has_image[:, None] * e_image + has_stroke[:, None] * e_stroke) / count
         if self.features_only:
             return fused
         return nn.Dense(self.dim, name="head")(fused)
@@ -118,6 +122,7 @@ def multimodal_encoder(
     image_channels: int = 64,
     stroke_channels: Sequence[int] = (64, 64, 64),
     features_only: bool = False,
+    views: bool = False,
 ) -> Network:
     """One embedding for images, pen trajectories, or both (packed examples in, ``[B, dim]`` out).
 
@@ -130,6 +135,11 @@ def multimodal_encoder(
       features_only: return the fused embedding before the shared linear
         ``head`` (the params are then those of the full encoder minus
         ``"head"``; ``head`` is a ``Dense(dim)`` like ``nets.mlp((), dim)``'s).
+      views: embed every example in all three modalities, ignoring its flags:
+        ``[B, 3, dim]`` = (image, stroke, fused), for examples packed with both
+        modalities (``modality = 2``); with :func:`jaxmeta.learners.protonet`
+        ``views=True`` this trains every support/query modality pair at the
+        cost of one pass. Same params as the default (flags-driven) network.
 
     Returns:
       A :class:`~jaxmeta.nets.Network` with layers ``image``, ``image_proj``,
@@ -155,4 +165,4 @@ def multimodal_encoder(
     return from_linen(MultimodalEncoder(image_shape=image_shape, stroke_shape=stroke_shape, dim=int(dim),
                                         image_channels=int(image_channels),
                                         stroke_channels=tuple(int(c) for c in stroke_channels),
-                                        features_only=bool(features_only)))
+                                        features_only=bool(features_only), views=bool(views)))

@@ -3,7 +3,7 @@
 Scenarios never import learners; they only produce task arrays.
 """
 
-from jaxmeta.scenarios.augment import augment_episodes, random_affine
+from jaxmeta.scenarios.augment import augment_episodes, random_affine, random_affine_points
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes, fewshot_episodes_numpy, numpy_rng
 from jaxmeta.scenarios.coldstart import (
     SCENARIOS as COLDSTART_SCENARIOS,
@@ -16,7 +16,14 @@ from jaxmeta.scenarios.coldstart import (
     coldstart_split,
     synthetic_ratings,
 )
-from jaxmeta.scenarios.multimodal import MODALITIES, MODALITY_IDS, multimodal_episodes, pack_examples, unpack_examples
+from jaxmeta.scenarios.multimodal import (
+    MODALITIES,
+    MODALITY_IDS,
+    augment_multimodal,
+    multimodal_episodes,
+    pack_examples,
+    unpack_examples,
+)
 from jaxmeta.scenarios.padding import random_support_size
 from jaxmeta.scenarios.semisup import UNLABELLED_FIELDS, check_semisup, semisup_episodes, split_labelled
 from jaxmeta.scenarios.sinusoid import SinusoidTasks, sinusoid, sinusoid_values
@@ -31,6 +38,7 @@ __all__ = [
     "check_fewshot",
     "numpy_rng",
     "random_affine",
+    "random_affine_points",
     "augment_episodes",
     "coldstart_data",
     "coldstart_split",
@@ -49,6 +57,7 @@ __all__ = [
     "check_semisup",
     "UNLABELLED_FIELDS",
     "multimodal_episodes",
+    "augment_multimodal",
     "pack_examples",
     "unpack_examples",
     "MODALITIES",

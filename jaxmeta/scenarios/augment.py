@@ -10,7 +10,24 @@ from jax.scipy.ndimage import map_coordinates
 
 from jaxmeta.episodes import Episode
 
-__all__ = ["random_affine", "augment_episodes"]
+__all__ = ["random_affine", "random_affine_points", "augment_episodes"]
+
+
+def _affine_params(key: jax.Array, b: int, dtype, rotate: float, scale: float, shear: float, translate: float):
+    """Per-example inverse affine maps ``(a11, a12, a21, a22, ty, tx)``, each ``[b]``, in (row, column) order.
+
+    Output pixel offset ``(dy, dx)`` from the centre maps to input offset
+    ``(a11 dy + a12 dx - ty, a21 dy + a22 dx - tx)``. One draw serves
+    :func:`random_affine` and :func:`random_affine_points`, so the same key gives
+    example ``i`` the same distortion in both.
+    """
+    k = jax.random.split(key, 5)
+    angle = jax.random.uniform(k[0], (b,), dtype, minval=-rotate, maxval=rotate) * (math.pi / 180)
+    sx, sy = (1.0 + jax.random.uniform(k[1], (2, b), dtype, minval=-scale, maxval=scale))
+    sh = jax.random.uniform(k[2], (b,), dtype, minval=-shear, maxval=shear)
+    tx, ty = jax.random.uniform(k[3], (2, b), dtype, minval=-translate, maxval=translate)
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    return cos / sx, (sin + sh * cos) / sx, -sin / sy, (cos - sh * sin) / sy, ty, tx
 
 
 def random_affine(key: jax.Array, images: jax.Array, *, rotate: float = 10.0, scale: float = 0.1,
@@ -21,6 +38,9 @@ def random_affine(key: jax.Array, images: jax.Array, *, rotate: float = 10.0, sc
     ``[1 - scale, 1 + scale]`` per axis, a shear in ``[-shear, shear]`` and a
     translation in ``[-translate, translate]`` pixels, about the image centre,
     with bilinear interpolation and zero fill (ink = 1 on a 0 background).
+    :func:`random_affine_points` with the same key and settings applies the
+    same distortions to point sequences (e.g. the pen trajectories of the
+    same drawings).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -33,15 +53,7 @@ def random_affine(key: jax.Array, images: jax.Array, *, rotate: float = 10.0, sc
     squeeze = images.ndim == 3
     x = images[..., None] if squeeze else images
     b, h, w, c = x.shape
-    k = jax.random.split(key, 5)
-    angle = jax.random.uniform(k[0], (b,), minval=-rotate, maxval=rotate) * (math.pi / 180)
-    sx, sy = (1.0 + jax.random.uniform(k[1], (2, b), minval=-scale, maxval=scale))
-    sh = jax.random.uniform(k[2], (b,), minval=-shear, maxval=shear)
-    tx, ty = jax.random.uniform(k[3], (2, b), minval=-translate, maxval=translate)
-    cos, sin = jnp.cos(angle), jnp.sin(angle)
-    # inverse map: output pixel -> input coordinate
-    a11, a12 = cos / sx, (sin + sh * cos) / sx
-    a21, a22 = -sin / sy, (cos - sh * sin) / sy
+    a11, a12, a21, a22, ty, tx = _affine_params(key, b, x.dtype, rotate, scale, shear, translate)
     yy, xx = jnp.meshgrid(jnp.arange(h, dtype=x.dtype), jnp.arange(w, dtype=x.dtype), indexing="ij")
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     dy, dx = yy - cy, xx - cx
@@ -54,6 +66,43 @@ def random_affine(key: jax.Array, images: jax.Array, *, rotate: float = 10.0, sc
 
     out = jax.vmap(warp)(x, a11, a12, a21, a22, tx, ty)
     return out[..., 0] if squeeze else out
+
+
+def random_affine_points(key: jax.Array, points: jax.Array, *, rotate: float = 10.0, scale: float = 0.1,
+                         shear: float = 0.1, translate: float = 2.0, renormalise: bool = True) -> jax.Array:
+    """The distortions of :func:`random_affine` applied to point sequences: ``[B, P, C] -> same shape``.
+
+    Channels 0 and 1 are ``(x, y)`` in image orientation (``y`` down, like
+    :func:`jaxmeta.data.resample_strokes`); the others (e.g. a pen-up flag)
+    pass through. Example ``i`` gets the rotation, scale and shear that
+    :func:`random_affine` gives image ``i`` for the same key and settings (the
+    forward map of its inverse warp). Translation is in pixels and has no
+    meaning for normalised points: with ``renormalise`` (default) every
+    sequence is re-centred on its bounding box and its longer side scaled to
+    span ``[-1, 1]`` again, as the loader normalises trajectories.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> pts = jnp.stack([jnp.linspace(-1, 1, 8), jnp.zeros(8), jnp.zeros(8)], -1)[None]
+      >>> out = random_affine_points(jax.random.key(0), pts)
+      >>> out.shape, round(float(jnp.abs(out[..., :2]).max()), 4)
+      ((1, 8, 3), 1.0)
+    """
+    if points.ndim != 3 or points.shape[-1] < 2:
+        raise ValueError(f"points: expected [B, P, C >= 2] with (x, y) first, got shape {points.shape}.")
+    b = points.shape[0]
+    a11, a12, a21, a22, _, _ = _affine_params(key, b, points.dtype, rotate, scale, shear, translate)
+    det = a11 * a22 - a12 * a21
+    y, x = points[..., 1], points[..., 0]
+    # inverse of [[a11, a12], [a21, a22]] acting on (y, x)
+    new_y = (a22[:, None] * y - a12[:, None] * x) / det[:, None]
+    new_x = (-a21[:, None] * y + a11[:, None] * x) / det[:, None]
+    xy = jnp.stack([new_x, new_y], axis=-1)
+    if renormalise:
+        lo, hi = xy.min(axis=1, keepdims=True), xy.max(axis=1, keepdims=True)
+        half = jnp.maximum((hi - lo).max(axis=-1, keepdims=True) / 2.0, 1e-6)
+        xy = (xy - (lo + hi) / 2.0) / half
+    return jnp.concatenate([xy, points[..., 2:]], axis=-1)
 
 
 def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, *, aux_fields=(), **kwargs) -> Episode:

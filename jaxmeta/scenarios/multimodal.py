@@ -39,9 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmeta.episodes import Episode
+from jaxmeta.scenarios.augment import random_affine, random_affine_points
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes
 
-__all__ = ["MODALITIES", "MODALITY_IDS", "pack_examples", "unpack_examples", "multimodal_episodes"]
+__all__ = ["MODALITIES", "MODALITY_IDS", "pack_examples", "unpack_examples", "multimodal_episodes", "augment_multimodal"]
 
 #: the modality names an episode set accepts
 MODALITIES = ("image", "stroke", "both", "random")
@@ -188,3 +189,49 @@ def multimodal_episodes(
 
     aux = {"support_modality": s_mod, "query_modality": q_mod, "support_index": s_index, "query_index": q_index}
     return Episode(gather(s_index, s_mod), picks.support_y, gather(q_index, q_mod), picks.query_y, aux=aux)
+
+
+def augment_multimodal(key: jax.Array, episodes: Episode, image_shape: Sequence[int], stroke_shape: Sequence[int],
+                       **affine) -> Episode:
+    """Random affine distortions of packed multi-modal examples: one distortion per drawing, both modalities.
+
+    Every support and query example is unpacked; its image is warped by
+    :func:`~jaxmeta.scenarios.random_affine` and its trajectory by
+    :func:`~jaxmeta.scenarios.random_affine_points` with the *same* rotation,
+    scale and shear (so a fused example stays one drawing), then repacked with
+    its modality flags unchanged (absent modalities stay zero). Works on one
+    episode or a batch; ``aux`` passes through.
+
+    Args:
+      key: PRNG key (support and query get keys split from it).
+      episodes: packed examples from :func:`multimodal_episodes`.
+      image_shape, stroke_shape: e.g. ``(28, 28)`` and ``(48, 3)``.
+      **affine: ``rotate``, ``scale``, ``shear``, ``translate`` of
+        :func:`~jaxmeta.scenarios.random_affine`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> images = jnp.zeros((10, 20, 28, 28)).at[:, :, 10:18, 10:18].set(1.0)
+      >>> strokes = jnp.tile(jnp.linspace(-1, 1, 48 * 3).reshape(1, 1, 48, 3), (10, 20, 1, 1))
+      >>> eps = multimodal_episodes(jax.random.key(0), images, strokes, num_tasks=2, ways=5, shots=1, queries=2,
+      ...                           support_modality="random", query_modality="random")
+      >>> aug = augment_multimodal(jax.random.key(1), eps, (28, 28), (48, 3))
+      >>> aug.query_x.shape == eps.query_x.shape, bool((aug.support_x[..., :2] == eps.support_x[..., :2]).all())
+      (True, True)
+    """
+    image_shape = tuple(int(s) for s in image_shape)
+    if len(image_shape) == 2:
+        image_shape = image_shape + (1,)
+    stroke_shape = tuple(int(s) for s in stroke_shape)
+
+    def apply(k, x):
+        flat = x.reshape((-1, x.shape[-1]))
+        has_image, has_stroke, images, strokes = unpack_examples(flat, image_shape, stroke_shape)
+        images = random_affine(k, images, **affine)
+        strokes = random_affine_points(k, strokes, **affine)
+        modality = jnp.where(has_image * has_stroke > 0, MODALITY_IDS["both"],
+                             jnp.where(has_image > 0, MODALITY_IDS["image"], MODALITY_IDS["stroke"]))
+        return pack_examples(images, strokes, modality).reshape(x.shape)
+
+    k_s, k_q = jax.random.split(key)
+    return episodes._replace(support_x=apply(k_s, episodes.support_x), query_x=apply(k_q, episodes.query_x))
