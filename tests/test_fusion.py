@@ -263,3 +263,28 @@ def test_protonet_views_loss_is_the_mean_over_modality_pairs():
         learners.protonet(views_net, num_ways=3).init(key, ep)
     with pytest.raises(ValueError, match=r"\[B, V, D\]"):
         learners.protonet(_small_encoder(), num_ways=3, views=True).init(key, ep)
+
+
+def test_late_fusion_head_sums_the_modalities_distances():
+    from experiments.fusion import main as fusion
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(3, 8 * 4, 6)).astype(np.float32)
+    late = fusion.late_features(feats)
+    assert late.shape == (3, 32, 12)
+    np.testing.assert_array_equal(late[2], np.concatenate([feats[0], feats[1]], -1))
+    head = nets.mlp((), 5)
+    p = {"head": head.init(jax.random.key(0), jnp.zeros((1, 6)))["head"]}
+    two = fusion.per_view(head)
+    assert jax.tree_util.tree_structure(two.init(jax.random.key(0), jnp.zeros((1, 12)))) == \
+        jax.tree_util.tree_structure(p)
+    # ProtoNet logits on the late features = image logits + stroke logits (squared distances add up)
+    ys, yq = jnp.arange(4), jnp.arange(4)
+    idx_s, idx_q = np.arange(0, 32, 8)[:4], np.arange(1, 32, 8)[:4]
+    proto = lambda net, f: learners.protonet(net, num_ways=4)
+    logits = {}
+    for name, f, net in (("late", late[2], two), ("image", feats[0], head), ("stroke", feats[1], head)):
+        ep = Episode(jnp.asarray(f[idx_s]), ys, jnp.asarray(f[idx_q]), yq)
+        lrn = proto(net, f)
+        logits[name] = lrn.predict({"net": p}, lrn.adapt({"net": p}, ep, None), ep.query_x)
+    np.testing.assert_allclose(logits["late"], logits["image"] + logits["stroke"], rtol=1e-5, atol=1e-5)

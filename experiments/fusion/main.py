@@ -173,15 +173,44 @@ def head_params(params):
     return {"head": params["head"]}
 
 
-def fewshot_table(config, learner_for, params_for, test_feats, test_shape, key):
-    """``{mode: {"1-shot": ci, "5-shot": ci}}`` on the same test episodes for every mode."""
+def per_view(net: nets.Network, views: int = 2) -> nets.Network:
+    """``net`` applied to each of ``views`` equal slices of the input, outputs concatenated (same params)."""
+    def split(x):
+        return jnp.split(x, views, axis=-1)
+
+    return nets.Network(lambda key, x: net.init(key, split(x)[0]),
+                        lambda params, x: jnp.concatenate([net.apply(params, part) for part in split(x)], axis=-1))
+
+
+def late_features(features) -> np.ndarray:
+    """Late fusion of ``[3, N, dim]`` per-modality features: every mode holds ``[image, stroke]`` (``[3, N, 2 dim]``).
+
+    A prototype head on these compares drawings by the *sum* of their image and
+    stroke squared distances (a product of the two modalities' softmax experts),
+    where the fused embedding compares the means of the two embeddings.
+    """
+    both = np.concatenate([features[0], features[1]], axis=-1)
+    return np.stack([both, both, both])
+
+
+def fewshot_table(config, learner_for, params_for, test_feats, test_shape, key, late=True):
+    head_net = nets.mlp((), config.dim)
+    """``{mode: {"1-shot": ci, "5-shot": ci}}`` on the same test episodes for every mode.
+
+    ``learner_for(shots, head)`` builds the learner around a head network; with
+    ``late`` the table gains ``fused_late`` (late fusion, :func:`late_features`,
+    the head applied to each modality's features).
+    """
     out = {}
-    for mode, (s_mod, q_mod) in MODES.items():
+    modes = dict(MODES, **({"fused_late": ("both", "both")} if late else {}))
+    late_feats = late_features(test_feats) if late else None
+    for mode, (s_mod, q_mod) in modes.items():
         out[mode] = {}
+        feats, head = (late_feats, per_view(head_net)) if mode == "fused_late" else (test_feats, head_net)
         for shots in (1, 5):
-            sample = feature_sampler(test_feats, *test_shape, ways=5, shots=shots, queries=config.test_queries,
+            sample = feature_sampler(feats, *test_shape, ways=5, shots=shots, queries=config.test_queries,
                                      num_tasks=100, s_mod=s_mod, q_mod=q_mod)
-            res = train.evaluate(learner_for(shots), params_for(shots), sample,
+            res = train.evaluate(learner_for(shots, head), params_for(shots), sample,
                                  key=jax.random.fold_in(key, shots), num_episodes=config.test_episodes)
             out[mode][f"{shots}-shot"] = res["accuracy"]
     return out
@@ -265,9 +294,9 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
     head_net = nets.mlp((), config.dim)
 
     # prototype head, no fine-tuning
-    proto = learners.protonet(head_net, num_ways=5)
-    results = {"prototype_head": fewshot_table(config, lambda s: proto, lambda s: {"net": head_params(params)},
-                                               test_feats, test_shape, k_test)}
+    results = {"prototype_head": fewshot_table(config, lambda s, head: learners.protonet(head, num_ways=5),
+                                               lambda s: {"net": head_params(params)}, test_feats, test_shape,
+                                               k_test)}
     timings = {"encoder": enc_seconds}
 
     # meta fine-tuning of the head: MAML (fixed rate) and Meta-SGD (learned per-parameter rates)
@@ -281,7 +310,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
                                                              config.finetune_steps, config.finetune_lr,
                                                              jax.random.fold_in(k_ft, shots))
             spent += seconds
-        ft_for = lambda s: learners.metric_finetune(head_net, num_ways=5, inner_steps=config.finetune_inner_steps,
+        ft_for = lambda s, head: learners.metric_finetune(head, num_ways=5, inner_steps=config.finetune_inner_steps,
                                                     inner_lr=config.finetune_inner_lr, learn_inner_lr=lr_mode)
         results[name] = fewshot_table(config, ft_for, lambda s: trained[s], test_feats, test_shape, k_test)
         if lr_mode == "per_parameter":
@@ -301,19 +330,22 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
         trained[shots], seconds = meta_train_on_features(config, hyper, init, train_feats, train_shape, shots,
                                                          config.hyper_steps, 1e-3, jax.random.fold_in(k_hyper, shots))
         spent += seconds
-    results["hypernetwork_head"] = fewshot_table(config, lambda s: hyper, lambda s: trained[s], test_feats,
-                                                 test_shape, k_test)
+    # (its generated classifier reads one modality's embedding width: no late-fusion row)
+    results["hypernetwork_head"] = fewshot_table(config, lambda s, head: hyper, lambda s: trained[s], test_feats,
+                                                 test_shape, k_test, late=False)
     timings["hypernetwork_head"] = spent
 
     # downstream: clustering and anomaly detection in the (prototype-head) embedding space
     head = jax.jit(lambda x: head_net.apply(head_params(params), x))
     emb_test = {m: np.asarray(head(jnp.asarray(test_feats[i]))) for m, i in MOD_INDEX.items()}
     emb_train = {m: np.asarray(head(jnp.asarray(train_feats[i]))) for m, i in MOD_INDEX.items()}
+    for emb in (emb_test, emb_train):  # late fusion: [image, stroke] embeddings side by side
+        emb["fused_late"] = np.concatenate([emb["image"], emb["stroke"]], axis=-1)
     num_test, per_class = test_shape
     labels = np.repeat(np.arange(num_test), per_class)
     clustering, anomaly = {}, {}
     alph = np.array(test_set.alphabets)
-    for m in MOD_INDEX:
+    for m in emb_test:
         clustering[m] = clustering_scores(emb_test[m], labels, num_test, k_cluster)
         per_alphabet = []
         for a in MINIMAL_TEST_ALPHABETS:
@@ -327,24 +359,27 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
         e_te = emb_test[m].reshape(test_shape + (-1,))
         # (a) known = the training alphabets' characters (prototypes from k drawings, inliers = the other drawings);
         #     outliers = every drawing of the unseen alphabets
-        seen = novelty_auroc(e_tr[:, :k], e_tr[:, k:].reshape(-1, config.dim), e_te.reshape(-1, config.dim))
+        width = e_te.shape[-1]
+        seen = novelty_auroc(e_tr[:, :k], e_tr[:, k:].reshape(-1, width), e_te.reshape(-1, width))
         # (b) all unseen: known = two unseen alphabets (k drawings each), outliers = the third unseen alphabet
         held = []
         for a in MINIMAL_TEST_ALPHABETS:
             known, novel = alph != a, alph == a
-            held.append(novelty_auroc(e_te[known, :k], e_te[known, k:].reshape(-1, config.dim),
-                                      e_te[novel].reshape(-1, config.dim)))
+            held.append(novelty_auroc(e_te[known, :k], e_te[known, k:].reshape(-1, width),
+                                      e_te[novel].reshape(-1, width)))
         anomaly[m] = {"auroc_known_train_alphabets": seen, "auroc_unseen_alphabet_vs_two_other_unseen": float(np.mean(held)),
                       "auroc_per_held_out_alphabet": dict(zip(MINIMAL_TEST_ALPHABETS, held))}
 
     plot_embedding(emb_test, labels, test_set.characters, os.path.join(workdir, "embedding.png"))
     for head_name in ("prototype_head", "maml_head", "meta_sgd_head", "hypernetwork_head"):
-        for mode in MODES:
+        for mode in results[head_name]:
+            if mode not in MODES and mode != "fused_late":
+                continue
             row = "  ".join(f"{s}: {100 * v['mean']:.2f}±{100 * v['ci95']:.2f}%" for s, v in
                             results[head_name][mode].items())
             print(f"{head_name:>18} | {mode:<22} | {row}", flush=True)
-    for m in MOD_INDEX:
-        print(f"{m:>6}: NMI {clustering[m]['nmi']:.3f}  ARI {clustering[m]['ari']:.3f}  "
+    for m in clustering:
+        print(f"{m:>10}: NMI {clustering[m]['nmi']:.3f}  ARI {clustering[m]['ari']:.3f}  "
               f"NMI within alphabet {clustering[m]['nmi_within_alphabet_mean']:.3f}  "
               f"AUROC (known = train alphabets) {anomaly[m]['auroc_known_train_alphabets']:.3f}  "
               f"AUROC (known = 2 unseen alphabets) {anomaly[m]['auroc_unseen_alphabet_vs_two_other_unseen']:.3f}",
