@@ -65,7 +65,7 @@ class Config:
     unlabelled_per_class: int = dataclasses.field(default=5, metadata={"help": "M: unlabelled examples per class "
                                                                                 "(train and main test table)"})
     # metric learners
-    metric_steps: int = dataclasses.field(default=1500, metadata={"help": "ProtoNet-family training episodes (total)"})
+    metric_steps: int = dataclasses.field(default=2000, metadata={"help": "ProtoNet-family training episodes (total)"})
     metric_warmstart_steps: int = dataclasses.field(default=1000, metadata={
         "help": "of which shared supervised ProtoNet pre-training (every ProtoNet method, the supervised one "
                 "included, continues from it for the rest; 0: each trains from scratch)"})
@@ -382,6 +382,10 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
     def eval_config(method):
         """The settings a method's cached evaluation must match (its refinement settings only where it has them)."""
         unused = {"methods", "monitor_every", "monitor_episodes"}
+        other_family = "maml_" if method in METRIC else "metric_"  # the other family's training settings
+        unused.update(k for k in dataclasses.asdict(config) if k.startswith(other_family))
+        if method in METRIC:
+            unused.add("unlabelled_weight")
         if method not in ("masked_soft_kmeans",):
             unused.add("mask_init")
         if method not in REFINE_PARAMS:
