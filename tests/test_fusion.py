@@ -288,3 +288,18 @@ def test_late_fusion_head_sums_the_modalities_distances():
         lrn = proto(net, f)
         logits[name] = lrn.predict({"net": p}, lrn.adapt({"net": p}, ep, None), ep.query_x)
     np.testing.assert_allclose(logits["late"], logits["image"] + logits["stroke"], rtol=1e-5, atol=1e-5)
+
+
+def test_centring_moves_only_cross_modal_distances():
+    from experiments.fusion import main as fusion
+
+    rng = np.random.default_rng(1)
+    test = rng.normal(size=(3, 10, 4)) + np.array([1.0, -2.0, 0.5])[:, None, None]
+    train = rng.normal(size=(3, 30, 4)) + np.array([1.0, -2.0, 0.5])[:, None, None]
+    ct, cr = fusion.centre_modalities(test, train)
+    np.testing.assert_allclose(cr.mean(axis=1), 0.0, atol=1e-12)
+    d = lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1)
+    for m in range(3):  # within a modality: unchanged
+        np.testing.assert_allclose(d(ct[m], ct[m]), d(test[m], test[m]), rtol=1e-10, atol=1e-10)
+    # across modalities the mean offset is gone
+    assert np.abs(ct[0].mean(0) - ct[1].mean(0)).max() < np.abs(test[0].mean(0) - test[1].mean(0)).max()
