@@ -303,3 +303,22 @@ def test_centring_moves_only_cross_modal_distances():
         np.testing.assert_allclose(d(ct[m], ct[m]), d(test[m], test[m]), rtol=1e-10, atol=1e-10)
     # across modalities the mean offset is gone
     assert np.abs(ct[0].mean(0) - ct[1].mean(0)).max() < np.abs(test[0].mean(0) - test[1].mean(0)).max()
+
+
+def test_fewshot_table_pairs_each_fusion_with_each_modality():
+    from experiments.fusion import main as fusion
+
+    config = fusion.Config(dim=4, test_episodes=6, test_queries=2)
+    rng = np.random.default_rng(2)
+    feats = rng.normal(size=(3, 8 * 8, 4)).astype(np.float32)
+    table = fusion.fewshot_table(config, lambda s, head: learners.protonet(head, num_ways=5),
+                                 lambda s: {"net": {"head": nets.mlp((), 4).init(jax.random.key(0),
+                                                                                 jnp.zeros((1, 4)))["head"]}},
+                                 feats, (8, 8), jax.random.key(1))
+    assert set(table) == set(fusion.MODES) | {"fused_late", "paired"}
+    diff = table["paired"]["fused_late_minus_image"]["1-shot"]
+    assert diff["n"] == 6
+    np.testing.assert_allclose(diff["mean"], table["fused_late"]["1-shot"]["mean"] - table["image"]["1-shot"]["mean"],
+                               atol=1e-6)
+    assert set(table["paired"]) == {"fused_minus_image", "fused_minus_stroke", "fused_late_minus_image",
+                                    "fused_late_minus_stroke"}

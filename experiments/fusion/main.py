@@ -212,14 +212,16 @@ def late_features(features) -> np.ndarray:
 
 
 def fewshot_table(config, learner_for, params_for, test_feats, test_shape, key, late=True):
-    head_net = nets.mlp((), config.dim)
-    """``{mode: {"1-shot": ci, "5-shot": ci}}`` on the same test episodes for every mode.
+    """``{mode: {"1-shot": ci, "5-shot": ci}, "paired": ...}`` on the same test episodes for every mode.
 
     ``learner_for(shots, head)`` builds the learner around a head network; with
     ``late`` the table gains ``fused_late`` (late fusion, :func:`late_features`,
-    the head applied to each modality's features).
+    the head applied to each modality's features). ``"paired"`` holds the
+    per-episode differences of each fusion against each single modality
+    (``"fused_minus_image"``, ...: mean and 95% CI), the episodes being the same.
     """
-    out = {}
+    head_net = nets.mlp((), config.dim)
+    out, values = {}, {}
     modes = dict(MODES, **({"fused_late": ("both", "both")} if late else {}))
     late_feats = late_features(test_feats) if late else None
     for mode, (s_mod, q_mod) in modes.items():
@@ -229,8 +231,14 @@ def fewshot_table(config, learner_for, params_for, test_feats, test_shape, key, 
             sample = feature_sampler(feats, *test_shape, ways=5, shots=shots, queries=config.test_queries,
                                      num_tasks=100, s_mod=s_mod, q_mod=q_mod)
             res = train.evaluate(learner_for(shots, head), params_for(shots), sample,
-                                 key=jax.random.fold_in(key, shots), num_episodes=config.test_episodes)
+                                 key=jax.random.fold_in(key, shots), num_episodes=config.test_episodes,
+                                 return_values=True)
             out[mode][f"{shots}-shot"] = res["accuracy"]
+            values[mode, shots] = np.asarray(res["values"]["accuracy"], np.float64)
+    out["paired"] = {f"{fusion}_minus_{single}": {f"{shots}-shot": train.summarize(values[fusion, shots]
+                                                                                    - values[single, shots])
+                                                  for shots in (1, 5)}
+                     for fusion in ("fused", "fused_late") if fusion in modes for single in ("image", "stroke")}
     return out
 
 
