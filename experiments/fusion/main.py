@@ -23,9 +23,9 @@ per-parameter rates), and a hypernetwork that writes a linear classifier from
 the support set, one class's weights from that class's examples. Before the
 heads, each modality's features are shifted by its mean over the training
 alphabets (``--centre-modalities``), which removes the gap between the
-modalities and changes only cross-modal distances. Downstream: k-means of the unseen-alphabet characters (NMI,
-ARI) and anomaly detection (characters of an unseen alphabet as outliers;
-AUROC), per modality and fused.
+modalities and changes only cross-modal distances. Downstream: k-means of the
+unseen-alphabet characters (NMI, ARI) and anomaly detection (characters of an
+unseen alphabet as outliers; AUROC), per modality, fused and late-fused.
 
 Outputs under ``--workdir``: ``results.json``, ``embedding.png`` (2-D PCA,
 colour = character, marker = modality), ``encoder/`` (metrics + checkpoints;

@@ -207,7 +207,7 @@ def hypernetwork(
             params["base"] = {"rest": rest, "column": jnp.concatenate([kernel.mean(axis=1), bias.mean()[None]])}
             params["set_encoder"] = set_encoder.init(k_set, f)
             r = jax.eval_shape(lambda: class_representations(params, example, f, out_shape[-1]))
-            generator = mlp(generator_hidden, kernel.shape[0] + 1).init(k_gen, jnp.zeros(r.shape, r.dtype))
+            generator = generator_net(kernel.shape[0] + 1).init(k_gen, jnp.zeros(r.shape, r.dtype))
             generator["head"] = jax.tree_util.tree_map(lambda w: w * init_scale, generator["head"])
             params["generator"] = generator
             return params
@@ -228,7 +228,7 @@ def hypernetwork(
         if per_class:
             r = class_representations(meta_params, episode, f, out_shape[-1])
             hidden = meta_params["base"]["column"].shape[0] - 1
-            columns = meta_params["base"]["column"] + mlp(generator_hidden, hidden + 1).apply(
+            columns = meta_params["base"]["column"] + generator_net(hidden + 1).apply(
                 meta_params["generator"], r)  # [N, H + 1]
             return {**meta_params["base"]["rest"], "head": {"kernel": columns[:, :hidden].T, "bias": columns[:, hidden]}}
         r = task_representation(meta_params, episode, f, out_shape)

@@ -105,13 +105,17 @@ def random_affine_points(key: jax.Array, points: jax.Array, *, rotate: float = 1
     return jnp.concatenate([xy, points[..., 2:]], axis=-1)
 
 
-def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, *, aux_fields=(), **kwargs) -> Episode:
+def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, *, aux_fields=(),
+                     example_ndim: int | None = None, **kwargs) -> Episode:
     """Applies an image augmentation ``fn(key, images [B, ...])`` to every support and query image.
 
     Works on a single episode or a batch (leading axes are flattened and restored).
     ``aux_fields`` names image arrays in ``episodes.aux`` (a dict) to augment
     too, each with its own key (e.g. ``("unlabelled_x",)`` for
-    :func:`jaxmeta.scenarios.semisup_episodes`).
+    :func:`jaxmeta.scenarios.semisup_episodes`). ``example_ndim`` is the
+    number of trailing axes of one example (default: 3 for ``[..., H, W, 1 or
+    3]``, else 2); ``fn`` gets ``[B, *example_shape]``, e.g. ``1`` for flat
+    packed examples (:func:`jaxmeta.scenarios.augment_multimodal`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -124,7 +128,7 @@ def augment_episodes(key: jax.Array, episodes: Episode, fn=random_affine, *, aux
     k_s, k_q = jax.random.split(key)
 
     def apply(k, x):
-        image_ndim = 3 if x.shape[-1] in (1, 3) and x.ndim >= 4 else 2
+        image_ndim = example_ndim if example_ndim is not None else (3 if x.shape[-1] in (1, 3) and x.ndim >= 4 else 2)
         lead = x.shape[: x.ndim - image_ndim]
         flat = x.reshape((-1,) + x.shape[x.ndim - image_ndim:])
         return fn(k, flat, **kwargs).reshape(lead + x.shape[x.ndim - image_ndim:])

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmeta.episodes import Episode
-from jaxmeta.scenarios.augment import random_affine, random_affine_points
+from jaxmeta.scenarios.augment import augment_episodes, random_affine, random_affine_points
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes
 
 __all__ = ["MODALITIES", "MODALITY_IDS", "pack_examples", "unpack_examples", "multimodal_episodes", "augment_multimodal"]
@@ -224,14 +224,12 @@ def augment_multimodal(key: jax.Array, episodes: Episode, image_shape: Sequence[
         image_shape = image_shape + (1,)
     stroke_shape = tuple(int(s) for s in stroke_shape)
 
-    def apply(k, x):
-        flat = x.reshape((-1, x.shape[-1]))
+    def distort(k, flat):
         has_image, has_stroke, images, strokes = unpack_examples(flat, image_shape, stroke_shape)
         images = random_affine(k, images, **affine)
         strokes = random_affine_points(k, strokes, **affine)
         modality = jnp.where(has_image * has_stroke > 0, MODALITY_IDS["both"],
                              jnp.where(has_image > 0, MODALITY_IDS["image"], MODALITY_IDS["stroke"]))
-        return pack_examples(images, strokes, modality).reshape(x.shape)
+        return pack_examples(images, strokes, modality)
 
-    k_s, k_q = jax.random.split(key)
-    return episodes._replace(support_x=apply(k_s, episodes.support_x), query_x=apply(k_q, episodes.query_x))
+    return augment_episodes(key, episodes, distort, example_ndim=1)
