@@ -122,3 +122,26 @@ def test_shape_errors_name_the_function():
         losses.prototypes(jnp.asarray(A), jnp.zeros(5, jnp.int32), 3)
     with pytest.raises(ValueError, match="distance"):
         losses.prototype_logits(jnp.asarray(A), jnp.asarray(B), "manhattan")
+
+
+def test_view_alignment_matches_numpy_with_class_and_padding_exclusions():
+    a, b = A[:5], B[:5]
+    labels = np.array([0, 1, 0, 2, 1])
+    mask = np.array([1, 1, 1, 1, 0], np.float32)
+    logits = -2.0 * np_sq_euclid(a, b)
+    want = []
+    for i in range(5):
+        cand = [j for j in range(5) if (labels[j] != labels[i] and mask[j]) or j == i]
+        row = logits[i, cand]
+        want.append((np.log(np.exp(row - row.max()).sum()) + row.max() - logits[i, i]) * mask[i])
+    got = losses.view_alignment_loss(jnp.asarray(a), jnp.asarray(b), jnp.asarray(labels), 2.0, jnp.asarray(mask))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # no labels: every (unpadded) example is a candidate
+    full = losses.view_alignment_loss(jnp.asarray(a), jnp.asarray(b))
+    row = -np_sq_euclid(a, b)
+    np.testing.assert_allclose(full, [np.log(np.exp(r).sum()) - r[i] for i, r in enumerate(row)], rtol=1e-5)
+    g = jax.grad(lambda x: losses.view_alignment_loss(x, jnp.asarray(b), jnp.asarray(labels), 2.0,
+                                                      jnp.asarray(mask)).sum())(jnp.asarray(a))
+    assert np.isfinite(np.asarray(g)).all() and not np.asarray(g)[4].any()  # padded anchor: no gradient
+    with pytest.raises(ValueError, match="view_alignment_loss"):
+        losses.view_alignment_loss(jnp.asarray(a), jnp.asarray(b[:, :2]))

@@ -9,7 +9,7 @@ from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.common import embedding_learner_params
 from jaxmeta.learners.maml import _check_network
 from jaxmeta.losses import accuracy, masked_mean, softmax_cross_entropy
-from jaxmeta.losses.metric import prototype_logits, prototypes
+from jaxmeta.losses.metric import prototype_logits, prototypes, view_alignment_loss
 from jaxmeta.nets import Network
 
 __all__ = ["protonet", "check_num_ways"]
@@ -29,6 +29,7 @@ def protonet(
     scale: float = 1.0,
     learn_scale: bool = False,
     views: bool = False,
+    align: float = 0.0,
 ) -> MetaLearner:
     """Prototypical Networks as a :class:`MetaLearner`.
 
@@ -54,6 +55,13 @@ def protonet(
         logits and ``loss`` averages the cross-entropy and accuracy over all
         ``V x V`` pairs: a query in any view must find its class among the
         prototypes of every view (cross-view alignment, e.g. strokes vs images).
+      align: with ``views``, adds ``align`` times a per-example alignment term
+        to the loss: :func:`jaxmeta.losses.view_alignment_loss` between every
+        ordered pair of a query's views (each view must pick the *same
+        example's* other view among the episode's other-class queries),
+        averaged over view pairs. It ties views drawing by drawing, where the
+        prototypical term ties them only class by class. Reported as the
+        ``"alignment"`` metric.
 
     Returns:
       A :class:`MetaLearner`; ``meta_params = {"net": ...[, "log_scale": ...]}``.
@@ -71,6 +79,9 @@ def protonet(
     num_ways = check_num_ways(num_ways)
     if distance not in ("euclidean", "cosine"):
         raise ValueError(f"distance: expected 'euclidean' or 'cosine', got {distance!r}.")
+    if align < 0 or (align and not views):
+        raise ValueError(f"align: expected a weight >= 0, used only with views=True; got align={align}, "
+                         f"views={views}.")
     init, current_scale = embedding_learner_params(net, num_ways, scale, learn_scale, "ProtoNet", views)
 
     def embed(meta_params, x):
@@ -87,15 +98,18 @@ def protonet(
             return jax.vmap(lambda e: prototypes(e, episode.support_y, num_ways, episode.support_mask), 1)(emb)
         return prototypes(emb, episode.support_y, num_ways, episode.support_mask)
 
-    def predict(meta_params, task_params, x):
-        emb = embed(meta_params, x)
+    def logits_of(meta_params, task_params, emb):
         logits = lambda q, c: prototype_logits(q, c, distance, current_scale(meta_params))
         if views:  # [Q, V, D] x [V, N, D] -> [Q, V, V, N]
             return jax.vmap(lambda q: jax.vmap(lambda c: logits(q, c), out_axes=1)(task_params), 1, 1)(emb)
         return logits(emb, task_params)
 
+    def predict(meta_params, task_params, x):
+        return logits_of(meta_params, task_params, embed(meta_params, x))
+
     def loss(meta_params, task_params, episode):
-        logits = predict(meta_params, task_params, episode.query_x)
+        emb = embed(meta_params, episode.query_x)
+        logits = logits_of(meta_params, task_params, emb)
         y = episode.query_y
         if views:  # every (query view, prototype view) pair, averaged per query
             pairs = logits.shape[:3]
@@ -105,6 +119,14 @@ def protonet(
         else:
             per_query = lambda v: v
         value = masked_mean(per_query(softmax_cross_entropy(logits, y)), episode.query_mask)
-        return value, {"accuracy": masked_mean(per_query(accuracy(logits, y)), episode.query_mask)}
+        metrics = {"accuracy": masked_mean(per_query(accuracy(logits, y)), episode.query_mask)}
+        if align:
+            v = emb.shape[1]
+            pairs = [(i, j) for i in range(v) for j in range(v) if i != j]
+            terms = [view_alignment_loss(emb[:, i], emb[:, j], episode.query_y, current_scale(meta_params),
+                                         episode.query_mask) for i, j in pairs]
+            metrics["alignment"] = masked_mean(sum(terms) / len(terms), episode.query_mask)
+            value = value + align * metrics["alignment"]
+        return value, metrics
 
     return MetaLearner(init, adapt, loss, predict)

@@ -24,6 +24,7 @@ __all__ = [
     "triplet_loss",
     "batch_hard_triplet_loss",
     "contrastive_loss",
+    "view_alignment_loss",
 ]
 
 
@@ -206,3 +207,41 @@ def contrastive_loss(a: jax.Array, b: jax.Array, same: jax.Array, margin: float 
         raise ValueError(f"contrastive_loss: expected [B, D], [B, D], [B], got {a.shape}, {b.shape}, {same.shape}.")
     d = _distance(a, b, eps)
     return jnp.where(same.astype(bool), jnp.square(d), jnp.square(jnp.maximum(margin - d, 0.0)))
+
+
+def view_alignment_loss(a: jax.Array, b: jax.Array, labels: Optional[jax.Array] = None, scale: float = 1.0,
+                        mask: Optional[jax.Array] = None) -> jax.Array:
+    """Matches each example's two views (InfoNCE over squared distances), per example: ``[B, D], [B, D] -> [B]``.
+
+    For example ``i``, the cross-entropy of picking ``b[i]`` (its own other view:
+    the strokes of the drawing whose image is ``a[i]``) among the ``b`` of the
+    batch, with logits ``-scale * |a[i] - b[j]|^2``. With ``labels``, the other
+    examples of ``i``'s class are left out of the candidates, so drawings of one
+    class are tied view to view without being pushed apart. ``mask`` (``[B]``,
+    true = real example) drops padding both as anchor and as candidate (a padded
+    anchor's value is 0).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> a = jnp.array([[0.0], [4.0]])
+      >>> view_alignment_loss(a, a + 0.1).round(4)  # each view is nearest its own pair
+      Array([0., 0.], dtype=float32)
+      >>> view_alignment_loss(a, a[::-1]).round(2)  # swapped views: the nearest candidate is wrong
+      Array([16., 16.], dtype=float32)
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"view_alignment_loss: expected two views [B, D] of one shape, got {a.shape} and {b.shape}.")
+    n = a.shape[0]
+    for name, v in (("labels", labels), ("mask", mask)):
+        if v is not None and v.shape != (n,):
+            raise ValueError(f"view_alignment_loss: expected {name} of shape ({n},), got {v.shape}.")
+    logits = -scale * pairwise_squared_euclidean(a, b)
+    keep = jnp.ones((n, n), bool)
+    if labels is not None:
+        keep = labels[:, None] != labels[None, :]
+    if mask is not None:
+        keep = keep & mask.astype(bool)[None, :]
+    keep = keep | jnp.eye(n, dtype=bool)  # a padded anchor keeps its own (finite) column
+    logits = jnp.where(keep, logits, -jnp.inf)
+    value = softmax_cross_entropy(logits, jnp.arange(n))
+    return value if mask is None else jnp.where(mask.astype(bool), value, 0.0)
