@@ -34,11 +34,14 @@ __all__ = ["StrokeEncoder", "stroke_encoder", "MultimodalEncoder", "multimodal_e
 
 
 class StrokeEncoder(nn.Module):
-    """1-D conv blocks [conv (kernel ``kernel``), layer norm, ReLU, max-pool 2] over time, then mean+max pooling."""
+    """1-D conv blocks [conv (kernel ``kernel``), layer norm, ReLU, max-pool 2] over time, optional self-attention
+    blocks over the pooled time steps, then mean+max pooling and a linear map to ``out``."""
 
     channels: Tuple[int, ...] = (64, 64, 64)
     kernel: int = 5
     out: int = 64
+    attention_layers: int = 0
+    attention_heads: int = 4
 
     @nn.compact
     def __call__(self, s):
@@ -52,23 +55,41 @@ class StrokeEncoder(nn.Module):
             if h.shape[1] >= 4:
                 t = h.shape[1] // 2
                 h = h[:, : 2 * t].reshape(h.shape[0], t, 2, width).max(axis=2)
+        if self.attention_layers:
+            # pre-norm transformer blocks: every time step attends to all others (how strokes sit relative to
+            # each other, which pooled convolutions see only locally), learned position embedding
+            width = h.shape[-1]
+            h = h + self.param("position", nn.initializers.normal(0.02), h.shape[1:])
+            for i in range(self.attention_layers):
+                a = nn.LayerNorm(name=f"attention_norm_{i}")(h)
+                h = h + nn.MultiHeadDotProductAttention(self.attention_heads, name=f"attention_{i}")(a, a)
+                a = nn.LayerNorm(name=f"mlp_norm_{i}")(h)
+                h = h + nn.Dense(width, name=f"mlp_out_{i}")(nn.relu(nn.Dense(2 * width, name=f"mlp_in_{i}")(a)))
+            h = nn.LayerNorm(name="attention_out_norm")(h)
         h = jnp.concatenate([h.mean(axis=1), h.max(axis=1)], axis=-1)
         return nn.Dense(self.out, name="out")(h)
 
 
-def stroke_encoder(out: int = 64, *, channels: Sequence[int] = (64, 64, 64), kernel: int = 5) -> Network:
+def stroke_encoder(out: int = 64, *, channels: Sequence[int] = (64, 64, 64), kernel: int = 5,
+                   attention_layers: int = 0, attention_heads: int = 4) -> Network:
     """A 1-D convolutional encoder of resampled pen trajectories ``[B, P, 3] -> [B, out]``.
 
     Inputs are ``(x, y, pen_up)`` per point (:func:`jaxmeta.data.resample_strokes`);
     the network also sees the step from the previous point (zeroed where the pen
     was lifted). Each block is a convolution over time, layer normalisation
-    (per example), ReLU and 2x max-pooling; the last feature map is averaged
-    and max-pooled over time and mapped linearly to ``out``.
+    (per example), ReLU and 2x max-pooling. With ``attention_layers``, pre-norm
+    transformer blocks (multi-head self-attention + a 2x-wide ReLU MLP, with a
+    learned position embedding) follow, so every time step sees the whole
+    drawing. The last feature map is averaged and max-pooled over time and
+    mapped linearly to ``out``.
 
     Args:
       out: embedding width.
       channels: filters of each conv block.
       kernel: temporal kernel size.
+      attention_layers: self-attention blocks after the conv blocks (0: none).
+      attention_heads: heads per attention block (must divide
+        ``channels[-1]``).
 
     Returns:
       A :class:`~jaxmeta.nets.Network`.
@@ -81,9 +102,17 @@ def stroke_encoder(out: int = 64, *, channels: Sequence[int] = (64, 64, 64), ker
       (5, 32)
     """
     channels = tuple(int(c) for c in channels)
+    check_stroke_settings(channels, out, kernel, attention_layers, attention_heads)
+    return from_linen(StrokeEncoder(channels=channels, kernel=int(kernel), out=int(out),
+                                    attention_layers=int(attention_layers), attention_heads=int(attention_heads)))
+
+
+def check_stroke_settings(channels, out, kernel, attention_layers, attention_heads) -> None:
     if not channels or any(c <= 0 for c in channels) or int(out) <= 0 or int(kernel) <= 0:
         raise ValueError(f"channels, out, kernel: expected positive sizes, got {channels}, {out}, {kernel}.")
-    return from_linen(StrokeEncoder(channels=channels, kernel=int(kernel), out=int(out)))
+    if int(attention_layers) < 0 or int(attention_heads) <= 0 or (attention_layers and channels[-1] % attention_heads):
+        raise ValueError(f"attention_layers, attention_heads: expected layers >= 0 and a head count that divides the "
+                         f"last conv width {channels[-1]}, got {attention_layers} and {attention_heads}.")
 
 
 class MultimodalEncoder(nn.Module):
@@ -94,6 +123,7 @@ class MultimodalEncoder(nn.Module):
     dim: int = 64
     image_channels: int = 64
     stroke_channels: Tuple[int, ...] = (64, 64, 64)
+    stroke_attention: int = 0
     features_only: bool = False
     views: bool = False
 
@@ -102,7 +132,8 @@ class MultimodalEncoder(nn.Module):
         has_image, has_stroke, images, strokes = unpack_examples(x, self.image_shape, self.stroke_shape)
         e_image = Conv4(channels=self.image_channels, norm="layer", name="image")(images)
         e_image = nn.Dense(self.dim, name="image_proj")(e_image)
-        e_stroke = StrokeEncoder(channels=self.stroke_channels, out=self.dim, name="stroke")(strokes)
+        e_stroke = StrokeEncoder(channels=self.stroke_channels, out=self.dim, attention_layers=self.stroke_attention,
+                                 name="stroke")(strokes)
         e_stroke = nn.Dense(self.dim, name="stroke_proj")(e_stroke)
         if self.views:  # every drawing in every modality: [B, 3 (image, stroke, fused), dim]
             fused = jnp.stack([e_image, e_stroke, (e_image + e_stroke) / 2.0], axis=1)
@@ -121,6 +152,7 @@ def multimodal_encoder(
     dim: int = 64,
     image_channels: int = 64,
     stroke_channels: Sequence[int] = (64, 64, 64),
+    stroke_attention: int = 0,
     features_only: bool = False,
     views: bool = False,
 ) -> Network:
@@ -132,6 +164,8 @@ def multimodal_encoder(
       dim: embedding width.
       image_channels: Conv-4 filters per block (with per-example layer norm).
       stroke_channels: stroke-encoder filters per block.
+      stroke_attention: self-attention blocks of the stroke encoder (see
+        :func:`stroke_encoder`'s ``attention_layers``; 4 heads).
       features_only: return the fused embedding before the shared linear
         ``head`` (the params are then those of the full encoder minus
         ``"head"``; ``head`` is a ``Dense(dim)`` like ``nets.mlp((), dim)``'s).
@@ -162,7 +196,9 @@ def multimodal_encoder(
                          f"{stroke_shape}.")
     if int(dim) <= 0 or int(image_channels) <= 0:
         raise ValueError(f"dim, image_channels: expected positive sizes, got {dim}, {image_channels}.")
+    check_stroke_settings(tuple(int(c) for c in stroke_channels), dim, 5, stroke_attention, 4)
     return from_linen(MultimodalEncoder(image_shape=image_shape, stroke_shape=stroke_shape, dim=int(dim),
                                         image_channels=int(image_channels),
                                         stroke_channels=tuple(int(c) for c in stroke_channels),
+                                        stroke_attention=int(stroke_attention),
                                         features_only=bool(features_only), views=bool(views)))
