@@ -95,6 +95,8 @@ def _gradient_learners(kind):
         "maml_learned_scalar_lr": lambda: learners.maml(net, loss, inner_lr=0.05, learn_inner_lr="scalar", **kw),
         "reptile": lambda: learners.reptile(net, loss, inner_lr=0.05, inner_steps=3, **kw),
         "imaml": lambda: learners.imaml(net, loss, reg=2.0, inner_lr=0.05, inner_steps=3, cg_steps=3, **kw),
+        "ridge_head": lambda: learners.ridge_head(nets.mlp((8,), 4), loss, metrics=metrics,
+                                                  num_classes=None if kind == "regression" else 3),
     }
 
 

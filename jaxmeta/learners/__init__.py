@@ -10,6 +10,7 @@ from jaxmeta.learners.metric_finetune import metric_finetune
 from jaxmeta.learners.protonet import protonet
 from jaxmeta.learners.neural_process import class_set_mean, cnp, masked_set_mean, neural_process
 from jaxmeta.learners.reptile import reptile
+from jaxmeta.learners.ridge import ridge_head
 from jaxmeta.learners.task_similarity import (
     TaskBank,
     build_task_bank,
@@ -31,6 +32,7 @@ __all__ = [
     "maml_plus_plus",
     "reptile",
     "imaml",
+    "ridge_head",
     "protonet",
     "metric_finetune",
     "matching_net",
