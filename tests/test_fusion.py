@@ -62,8 +62,29 @@ def test_fused_embedding_is_the_mean_of_the_modalities_then_head():
 def test_stroke_encoder_rejects_bad_sizes():
     with pytest.raises(ValueError, match="channels"):
         nets.stroke_encoder(0)
+    with pytest.raises(ValueError, match="divides the last conv width 6"):
+        nets.stroke_encoder(8, channels=(6,), attention_layers=1, attention_heads=4)
+    with pytest.raises(ValueError, match="attention_layers"):
+        nets.multimodal_encoder((16, 16, 1), (12, 3), stroke_channels=(8,), stroke_attention=-1)
     with pytest.raises(ValueError, match="image_shape"):
         nets.multimodal_encoder((16, 16, 1, 1), (12, 3))
+
+
+def test_stroke_attention_sees_the_whole_trajectory_and_stays_per_example():
+    net = nets.stroke_encoder(8, channels=(8, 8), attention_layers=2, attention_heads=2)
+    s = jax.random.normal(jax.random.key(5), (3, 16, 3))
+    p = net.init(jax.random.key(6), s)
+    assert {"attention_0", "attention_1", "position", "attention_out_norm"} <= set(p["params"] if "params" in p else p)
+    out = net.apply(p, s)
+    assert out.shape == (3, 8)
+    np.testing.assert_allclose(net.apply(p, s[:1]), out[:1], rtol=1e-5, atol=1e-5)  # no batch statistics
+    # moving the last point changes the embedding (attention + pooling reach every time step)
+    moved = s.at[:, -1, :2].add(1.0)
+    assert not np.allclose(net.apply(p, moved), out)
+    mm = nets.multimodal_encoder((16, 16, 1), (16, 3), dim=8, image_channels=4, stroke_channels=(8, 8),
+                                 stroke_attention=1)
+    x = scenarios.pack_examples(jnp.ones((2, 16, 16)), s[:2], jnp.array([1, 2]))
+    assert mm.apply(mm.init(jax.random.key(7), x), x).shape == (2, 8)
 
 
 def _blob_episode(key, ways=3, shots=2, queries=2, dim=4):
@@ -263,6 +284,15 @@ def test_protonet_views_loss_is_the_mean_over_modality_pairs():
         learners.protonet(views_net, num_ways=3).init(key, ep)
     with pytest.raises(ValueError, match=r"\[B, V, D\]"):
         learners.protonet(_small_encoder(), num_ways=3, views=True).init(key, ep)
+    # align adds the mean view_alignment_loss over the 6 ordered view pairs of every query
+    aligned = learners.protonet(views_net, num_ways=3, views=True, align=0.5)
+    value_a, metrics_a = aligned.loss(p, aligned.adapt(p, ep, key), ep)
+    emb = views_net.apply(p["net"], ep.query_x)
+    terms = [losses.view_alignment_loss(emb[:, i], emb[:, j], yq) for i in range(3) for j in range(3) if i != j]
+    np.testing.assert_allclose(metrics_a["alignment"], np.mean(terms), rtol=1e-5)
+    np.testing.assert_allclose(value_a, value + 0.5 * metrics_a["alignment"], rtol=1e-5)
+    with pytest.raises(ValueError, match="align"):
+        learners.protonet(_small_encoder(), num_ways=3, align=1.0)
 
 
 def test_late_fusion_head_sums_the_modalities_distances():

@@ -1,14 +1,16 @@
 """Heterogeneous data fusion on Omniglot: images + pen strokes in one metric space.
 
 Every Omniglot drawing is an image and a pen trajectory. Stage 1 meta-trains one
-encoder for both (Conv-4 for images, a 1-D conv net for trajectories, per-modality
-adapters, fused by a masked mean, a shared linear ``head``) as a Prototypical
-Network. With the default ``--objective views`` every support and query drawing
-is embedded as an image, as strokes and fused, and the prototypical loss is
-averaged over all nine (support, query) modality pairs, so a stroke prototype
-must classify image queries and the reverse (cross-modal alignment at the cost
-of one encoder pass); ``--objective random`` shows each example in one random
-modality instead. Training drawings get random affine distortions, the same
+encoder for both (Conv-4 for images; for trajectories, 1-D conv blocks followed by
+self-attention blocks; per-modality adapters, fused by a masked mean, a shared
+linear ``head``) as a Prototypical Network. With the default ``--objective views``
+every support and query drawing is embedded as an image, as strokes and fused,
+and the prototypical loss is averaged over all nine (support, query) modality
+pairs, so a stroke prototype must classify image queries and the reverse
+(cross-modal alignment at the cost of one encoder pass); ``--align`` adds a
+drawing-level term (each query's image embedding must pick its own strokes'
+embedding among the other classes' queries, and the reverse);
+``--objective random`` shows each example in one random modality instead. Training drawings get random affine distortions, the same
 one for a drawing's image and its trajectory. Training alphabets:
 images_background_small1's 5 (x4 rotations as extra classes); test alphabets:
 Japanese_(katakana), Sanskrit, Tagalog (never seen).
@@ -65,8 +67,10 @@ class Config:
     num_points: int = dataclasses.field(default=48, metadata={"help": "points per resampled trajectory"})
     dim: int = dataclasses.field(default=64, metadata={"help": "embedding width"})
     image_channels: int = dataclasses.field(default=64, metadata={"help": "Conv-4 filters per block"})
-    stroke_channels: Tuple[int, ...] = dataclasses.field(default=(128, 128, 128, 128), metadata={
+    stroke_channels: Tuple[int, ...] = dataclasses.field(default=(128, 128), metadata={
         "help": "1-D conv filters"})
+    stroke_attention: int = dataclasses.field(default=2, metadata={
+        "help": "self-attention blocks after the stroke encoder's conv blocks (0: conv only)"})
     train_steps: int = dataclasses.field(default=8000, metadata={"help": "stage-1 training episodes"})
     train_ways: int = dataclasses.field(default=30, metadata={"help": "ways per training episode"})
     train_shots: int = dataclasses.field(default=1, metadata={"help": "shots per training episode"})
@@ -77,6 +81,10 @@ class Config:
         "help": "stage-1 loss. views: every drawing embedded as image, strokes and fused, prototypical loss "
                 "averaged over all 9 (support, query) modality pairs (aligns the modalities; one encoder pass). "
                 "random: one random modality per example (image / strokes / both)"})
+    align: float = dataclasses.field(default=1.0, metadata={
+        "help": "with --objective views: weight of a drawing-level alignment term (each query's image embedding "
+                "must pick its own strokes' embedding among the episode's other-class queries, and the reverse; "
+                "losses.view_alignment_loss)"})
     augment: bool = dataclasses.field(default=True, metadata={
         "help": "random affine distortions of training drawings (the same one for a drawing's image and strokes)"})
     finetune_steps: int = dataclasses.field(default=500, metadata={"help": "meta-steps of the fine-tuning learners"})
@@ -96,7 +104,7 @@ class Config:
 
 
 QUICK = {"train_steps": 20, "train_ways": 10, "finetune_steps": 10, "hyper_steps": 10, "test_episodes": 50,
-         "image_channels": 8, "stroke_channels": (16, 16), "num_points": 32}
+         "image_channels": 8, "stroke_channels": (16, 16), "stroke_attention": 1, "num_points": 32}
 
 
 OBJECTIVES = ("views", "random")
@@ -105,6 +113,7 @@ OBJECTIVES = ("views", "random")
 def encoder(config: Config, features_only: bool = False, views: bool = False) -> nets.Network:
     return nets.multimodal_encoder((28, 28, 1), (config.num_points, 3), dim=config.dim,
                                    image_channels=config.image_channels, stroke_channels=config.stroke_channels,
+                                   stroke_attention=config.stroke_attention,
                                    features_only=features_only, views=views)
 
 
@@ -125,7 +134,8 @@ def train_encoder(config: Config, train_set, workdir, key, *, progress: bool, fr
             eps = scenarios.augment_multimodal(k_augment, eps, images.shape[2:], strokes.shape[2:])
         return eps
 
-    learner = learners.protonet(encoder(config, views=views), num_ways=config.train_ways, views=views)
+    learner = learners.protonet(encoder(config, views=views), num_ways=config.train_ways, views=views,
+                                align=config.align)
     folder = os.path.join(workdir, "encoder")
     if fresh:
         import shutil
