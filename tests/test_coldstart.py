@@ -316,10 +316,11 @@ def test_coldstart_help(capsys):
 def test_coldstart_tiny_run_writes_results_and_plot(tmp_path):
     from experiments.coldstart import main as coldstart_main
 
-    methods = ["maml", "pretrained", "finetuned", "global_mean", "item_mean"]
+    methods = ["maml", "ridge", "pretrained", "finetuned", "global_mean", "item_mean"]
     args = ["--quick", "--workdir", str(tmp_path), "--steps", "4", "--steps-per-call", "2", "--no-progress",
             "--shots", "5", "10", "--scenarios", "new_user_existing_item", "--methods", *methods,
-            "--hidden", "8", "--embed-dim", "4", "--finetune-steps", "2", "--inner-steps", "1"]
+            "--hidden", "8", "--embed-dim", "4", "--finetune-steps", "2", "--inner-steps", "1",
+            "--ridge-features", "4"]
     assert coldstart_main.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     cell = results["results"]["new_user_existing_item"]["10"]

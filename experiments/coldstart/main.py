@@ -3,7 +3,9 @@
 Each user is a task (support: K rated items, query: up to 10 other rated
 items). An embedding + MLP rating network (MeLU's design) is meta-trained on
 existing users rating existing items; MAML and Meta-SGD adapt only its
-decision layers per user. Baselines run on the same splits and test episodes:
+decision layers per user; ``ridge`` (R2-D2 / ALPaCA style) puts a closed-form
+Bayesian linear head, solved per user on the support ratings with meta-learned
+prior and precisions, on meta-learned features of the same body. Baselines run on the same splits and test episodes:
 global mean, item mean, the same network trained on all training users without
 adaptation ("pretrained": MAML with zero inner steps), and that network
 fine-tuned on each user's support set ("finetuned").
@@ -42,7 +44,7 @@ from jaxmeta import data as jdata
 from jaxmeta import learners, losses, nets, train
 from jaxmeta.scenarios import coldstart
 
-META_METHODS = ("maml", "meta_sgd", "fomaml")
+META_METHODS = ("maml", "meta_sgd", "fomaml", "ridge")
 NET_BASELINES = ("pretrained", "finetuned")
 TABLE_BASELINES = ("global_mean", "item_mean")
 METHODS = META_METHODS + NET_BASELINES + TABLE_BASELINES
@@ -53,7 +55,7 @@ HEADLINE = ("new_user_existing_item", 10)
 @dataclasses.dataclass(frozen=True)
 class Config:
     methods: Tuple[str, ...] = dataclasses.field(
-        default=("maml", "meta_sgd", "pretrained", "finetuned", "global_mean", "item_mean"),
+        default=("maml", "meta_sgd", "ridge", "pretrained", "finetuned", "global_mean", "item_mean"),
         metadata={"help": f"methods to run, from {METHODS}"})
     scenarios: Tuple[str, ...] = dataclasses.field(default=coldstart.SCENARIOS, metadata={"help": "test scenarios"})
     shots: Tuple[int, ...] = dataclasses.field(default=(5, 10, 20), metadata={"help": "support sizes K at test time"})
@@ -67,6 +69,10 @@ class Config:
     inner_steps: int = dataclasses.field(default=5, metadata={"help": "inner steps, training and test"})
     finetune_lr: float = dataclasses.field(default=0.01, metadata={"help": "fine-tuning SGD step size (baseline)"})
     finetune_steps: int = dataclasses.field(default=20, metadata={"help": "fine-tuning steps (baseline)"})
+    ridge_features: int = dataclasses.field(default=64, metadata={
+        "help": "ridge: width of the feature layer under the closed-form per-user head"})
+    ridge_precision: float = dataclasses.field(default=1.0, metadata={
+        "help": "ridge: initial prior precision (penalty) of the per-user head weights (meta-learned per feature)"})
     embed_dim: int = dataclasses.field(default=16, metadata={"help": "embedding width per feature"})
     hidden: Tuple[int, ...] = dataclasses.field(default=(64, 64), metadata={"help": "decision layer widths"})
     item_dropout: float = dataclasses.field(default=0.1, metadata={"help": "training rate of hiding the item id"})
@@ -123,14 +129,22 @@ def load_data(config: Config, key):
     return data, split
 
 
-def build_net(config: Config, data, mean_rating: float) -> nets.Network:
+def build_net(config: Config, data, mean_rating: float, method: str = "maml") -> nets.Network:
+    """The rating network (``ridge``: the same body with a ``ridge_features``-wide feature layer as its head)."""
+    if method == "ridge":
+        return nets.embedding_mlp(data.vocab_sizes, num_dense=data.num_dense, embed_dim=config.embed_dim,
+                                  hidden=config.hidden, out=config.ridge_features)
     return nets.embedding_mlp(data.vocab_sizes, num_dense=data.num_dense, embed_dim=config.embed_dim,
                               hidden=config.hidden, head_bias=mean_rating)
 
 
-def build_learner(config: Config, net, method: str, *, test: bool = False) -> learners.MetaLearner:
+def build_learner(config: Config, net, method: str, *, test: bool = False,
+                  mean_rating: float = 0.0) -> learners.MetaLearner:
     """The learner of ``method`` (``test``: the fine-tuned baseline's test-time loop)."""
     loss_fn = losses.squared_error if config.loss == "mse" else losses.absolute_error
+    if method == "ridge":  # the per-user head is solved in closed form (no inner steps)
+        return learners.ridge_head(net, loss_fn, precision=config.ridge_precision, bias_init=mean_rating,
+                                   metrics={"mae": losses.absolute_error})
     kw = dict(adapt_filter=nets.decision_layers(config.hidden), metrics={"mae": losses.absolute_error})
     if method == "maml":
         return learners.maml(net, loss_fn, inner_lr=config.inner_lr, inner_steps=config.inner_steps, **kw)
@@ -144,9 +158,10 @@ def build_learner(config: Config, net, method: str, *, test: bool = False) -> le
     raise ValueError(f"methods: {method!r} is not a network method.")
 
 
-def train_method(config: Config, net, method: str, sample, workdir: str, key, *, progress: bool, fresh: bool):
+def train_method(config: Config, net, method: str, sample, workdir: str, key, *, progress: bool, fresh: bool,
+                 mean_rating: float = 0.0):
     """Meta-trains one network (resuming from ``workdir/<method>`` when possible)."""
-    learner = build_learner(config, net, method)
+    learner = build_learner(config, net, method, mean_rating=mean_rating)
     method_dir = os.path.join(workdir, method)
     if fresh and os.path.isdir(method_dir):
         shutil.rmtree(method_dir)
@@ -275,7 +290,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
     split_key, episode_key, train_key, eval_key = jax.random.split(key, 4)
     data, split = load_data(config, split_key)
     mean_rating = float(data.rating[split.train].mean())
-    net = build_net(config, data, mean_rating)
+    net_for = lambda method: build_net(config, data, mean_rating, method)
     train_shots = tuple(config.train_shots) if len(config.train_shots) == 2 else int(config.train_shots[0])
     samplers = {shift: coldstart.coldstart_sampler(data, split, num_tasks=config.meta_batch, support_shots=train_shots,
                                                    query_shots=config.query_shots, item_dropout=config.item_dropout,
@@ -303,12 +318,14 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         # every network trains on the same task stream (same key)
         # (meta-augmentation is for meta-learners: the non-adapting network gets the plain ratings)
         sample = samplers[0.0 if trained_as == "pretrained" else config.rating_shift]
-        params[trained_as], seconds, trained = train_method(config, net, trained_as, sample, workdir, train_key,
-                                                            progress=progress, fresh=fresh)
+        params[trained_as], seconds, trained = train_method(config, net_for(trained_as), trained_as, sample, workdir,
+                                                            train_key, progress=progress, fresh=fresh,
+                                                            mean_rating=mean_rating)
         timings[trained_as] = {"wall_seconds": seconds, "train_seconds": trained}
         print(f"{trained_as:>12}  trained {config.steps} steps in {seconds:.1f}s", flush=True)
 
-    predictors = {m: make_predictor(build_learner(config, net, m, test=True), config.eval_batch)
+    predictors = {m: make_predictor(build_learner(config, net_for(m), m, test=True, mean_rating=mean_rating),
+                                    config.eval_batch)
                   for m in config.methods if m not in TABLE_BASELINES}
     results: Dict[str, dict] = {}
     headline_values: Dict[str, dict] = {}
