@@ -75,16 +75,17 @@ def test_stroke_attention_sees_the_whole_trajectory_and_stays_per_example():
     s = jax.random.normal(jax.random.key(5), (3, 16, 3))
     p = net.init(jax.random.key(6), s)
     assert {"attention_0", "attention_1", "position", "attention_out_norm"} <= set(p["params"] if "params" in p else p)
-    out = net.apply(p, s)
+    apply = jax.jit(net.apply)
+    out = apply(p, s)
     assert out.shape == (3, 8)
-    np.testing.assert_allclose(net.apply(p, s[:1]), out[:1], rtol=1e-5, atol=1e-5)  # no batch statistics
+    np.testing.assert_allclose(apply(p, s[:1]), out[:1], rtol=1e-5, atol=1e-5)  # no batch statistics
     # moving the last point changes the embedding (attention + pooling reach every time step)
     moved = s.at[:, -1, :2].add(1.0)
-    assert not np.allclose(net.apply(p, moved), out)
+    assert not np.allclose(apply(p, moved), out)
     mm = nets.multimodal_encoder((16, 16, 1), (16, 3), dim=8, image_channels=4, stroke_channels=(8, 8),
                                  stroke_attention=1)
     x = scenarios.pack_examples(jnp.ones((2, 16, 16)), s[:2], jnp.array([1, 2]))
-    assert mm.apply(mm.init(jax.random.key(7), x), x).shape == (2, 8)
+    assert jax.eval_shape(mm.apply, jax.eval_shape(mm.init, jax.random.key(7), x), x).shape == (2, 8)
 
 
 def _blob_episode(key, ways=3, shots=2, queries=2, dim=4):
