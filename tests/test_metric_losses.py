@@ -143,5 +143,9 @@ def test_view_alignment_matches_numpy_with_class_and_padding_exclusions():
     g = jax.grad(lambda x: losses.view_alignment_loss(x, jnp.asarray(b), jnp.asarray(labels), 2.0,
                                                       jnp.asarray(mask)).sum())(jnp.asarray(a))
     assert np.isfinite(np.asarray(g)).all() and not np.asarray(g)[4].any()  # padded anchor: no gradient
+    # cosine: scored like prototype_logits(distance="cosine")
+    cos = 3.0 * np_cosine(a, b)
+    np.testing.assert_allclose(losses.view_alignment_loss(jnp.asarray(a), jnp.asarray(b), scale=3.0, distance="cosine"),
+                               [np.log(np.exp(r).sum()) - r[i] for i, r in enumerate(cos)], rtol=1e-5)
     with pytest.raises(ValueError, match="view_alignment_loss"):
         losses.view_alignment_loss(jnp.asarray(a), jnp.asarray(b[:, :2]))

@@ -5,10 +5,11 @@ items). An embedding + MLP rating network (MeLU's design) is meta-trained on
 existing users rating existing items; MAML and Meta-SGD adapt only its
 decision layers per user; ``ridge`` (R2-D2 / ALPaCA style) puts a closed-form
 Bayesian linear head, solved per user on the support ratings with meta-learned
-prior and precisions, on meta-learned features of the same body. Baselines run on the same splits and test episodes:
-global mean, item mean, the same network trained on all training users without
-adaptation ("pretrained": MAML with zero inner steps), and that network
-fine-tuned on each user's support set ("finetuned").
+prior and precisions, on meta-learned features of the same body. Baselines run
+on the same splits and test episodes: global mean, item mean, the same network
+trained on all training users without adaptation ("pretrained": MAML with zero
+inner steps), and that network fine-tuned on each user's support set
+("finetuned").
 
 Reported per scenario (warm; new users on existing items; existing users on
 new items; new users on new items) and K (5/10/20): MAE, RMSE and nDCG@3 of the

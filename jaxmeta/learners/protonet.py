@@ -58,8 +58,8 @@ def protonet(
       align: with ``views``, adds ``align`` times a per-example alignment term
         to the loss: :func:`jaxmeta.losses.view_alignment_loss` between every
         ordered pair of a query's views (each view must pick the *same
-        example's* other view among the episode's other-class queries),
-        averaged over view pairs. It ties views drawing by drawing, where the
+        example's* other view among the episode's other-class queries, scored
+        with the learner's ``distance`` and scale), averaged over view pairs. It ties views drawing by drawing, where the
         prototypical term ties them only class by class. Reported as the
         ``"alignment"`` metric.
 
@@ -124,7 +124,7 @@ def protonet(
             v = emb.shape[1]
             pairs = [(i, j) for i in range(v) for j in range(v) if i != j]
             terms = [view_alignment_loss(emb[:, i], emb[:, j], episode.query_y, current_scale(meta_params),
-                                         episode.query_mask) for i, j in pairs]
+                                         episode.query_mask, distance) for i, j in pairs]
             metrics["alignment"] = masked_mean(sum(terms) / len(terms), episode.query_mask)
             value = value + align * metrics["alignment"]
         return value, metrics

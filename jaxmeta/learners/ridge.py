@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxmeta.learners.base import MetaLearner
-from jaxmeta.learners.common import check_metric_fns, supervised_loss
+from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss
 from jaxmeta.learners.maml import _check_network
-from jaxmeta.losses import softmax_cross_entropy
+from jaxmeta.losses import softmax_cross_entropy, squared_error
 from jaxmeta.nets import Network
 
 __all__ = ["ridge_head"]
@@ -101,8 +101,6 @@ def ridge_head(
     if not precision > 0:
         raise ValueError(f"precision: expected a positive prior precision (ridge penalty), got {precision}.")
     if loss_fn is None:
-        from jaxmeta.losses import squared_error
-
         loss_fn = softmax_cross_entropy if classification else squared_error
     metric_fns = check_metric_fns(metrics)
 
@@ -127,11 +125,8 @@ def ridge_head(
         shape = jax.eval_shape(net.apply, params, example.support_x).shape
         if len(shape) != 2:
             raise ValueError(f"ridge_head: expected the network to map x to features [B, F], got shape {shape}.")
-        if classification:
-            y = jnp.asarray(example.support_y)
-            if not isinstance(y, jax.core.Tracer) and y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-                raise ValueError(f"episode.support_y: labels must lie in [0, {num_classes}), got values in "
-                                 f"[{int(y.min())}, {int(y.max())}].")
+        if classification:  # labels against the N logits the head writes
+            check_example_labels((shape[0], num_classes), example)
         outputs = num_classes if classification else targets(jnp.asarray(example.support_y)).shape[-1]
         width = shape[-1] + 1
         meta = {"net": params, "log_precision": jnp.full((width,), jnp.log(precision), jnp.float32)}

@@ -210,12 +210,13 @@ def contrastive_loss(a: jax.Array, b: jax.Array, same: jax.Array, margin: float 
 
 
 def view_alignment_loss(a: jax.Array, b: jax.Array, labels: Optional[jax.Array] = None, scale: float = 1.0,
-                        mask: Optional[jax.Array] = None) -> jax.Array:
-    """Matches each example's two views (InfoNCE over squared distances), per example: ``[B, D], [B, D] -> [B]``.
+                        mask: Optional[jax.Array] = None, distance: str = "euclidean") -> jax.Array:
+    """Matches each example's two views (InfoNCE), per example: ``[B, D], [B, D] -> [B]``.
 
     For example ``i``, the cross-entropy of picking ``b[i]`` (its own other view:
     the strokes of the drawing whose image is ``a[i]``) among the ``b`` of the
-    batch, with logits ``-scale * |a[i] - b[j]|^2``. With ``labels``, the other
+    batch, scored as :func:`prototype_logits` scores a query against prototypes
+    (``distance``, ``scale``: ``-scale * |a[i] - b[j]|^2`` by default). With ``labels``, the other
     examples of ``i``'s class are left out of the candidates, so drawings of one
     class are tied view to view without being pushed apart. ``mask`` (``[B]``,
     true = real example) drops padding both as anchor and as candidate (a padded
@@ -235,7 +236,7 @@ def view_alignment_loss(a: jax.Array, b: jax.Array, labels: Optional[jax.Array] 
     for name, v in (("labels", labels), ("mask", mask)):
         if v is not None and v.shape != (n,):
             raise ValueError(f"view_alignment_loss: expected {name} of shape ({n},), got {v.shape}.")
-    logits = -scale * pairwise_squared_euclidean(a, b)
+    logits = prototype_logits(a, b, distance, scale)
     keep = jnp.ones((n, n), bool)
     if labels is not None:
         keep = labels[:, None] != labels[None, :]

@@ -102,12 +102,12 @@ def stroke_encoder(out: int = 64, *, channels: Sequence[int] = (64, 64, 64), ker
       (5, 32)
     """
     channels = tuple(int(c) for c in channels)
-    check_stroke_settings(channels, out, kernel, attention_layers, attention_heads)
+    _check_stroke_settings(channels, out, kernel, attention_layers, attention_heads)
     return from_linen(StrokeEncoder(channels=channels, kernel=int(kernel), out=int(out),
                                     attention_layers=int(attention_layers), attention_heads=int(attention_heads)))
 
 
-def check_stroke_settings(channels, out, kernel, attention_layers, attention_heads) -> None:
+def _check_stroke_settings(channels, out, kernel, attention_layers, attention_heads) -> None:
     if not channels or any(c <= 0 for c in channels) or int(out) <= 0 or int(kernel) <= 0:
         raise ValueError(f"channels, out, kernel: expected positive sizes, got {channels}, {out}, {kernel}.")
     if int(attention_layers) < 0 or int(attention_heads) <= 0 or (attention_layers and channels[-1] % attention_heads):
@@ -196,7 +196,9 @@ def multimodal_encoder(
                          f"{stroke_shape}.")
     if int(dim) <= 0 or int(image_channels) <= 0:
         raise ValueError(f"dim, image_channels: expected positive sizes, got {dim}, {image_channels}.")
-    check_stroke_settings(tuple(int(c) for c in stroke_channels), dim, 5, stroke_attention, 4)
+    # the stroke branch uses StrokeEncoder's default kernel and head count
+    _check_stroke_settings(tuple(int(c) for c in stroke_channels), dim, StrokeEncoder.kernel, stroke_attention,
+                           StrokeEncoder.attention_heads)
     return from_linen(MultimodalEncoder(image_shape=image_shape, stroke_shape=stroke_shape, dim=int(dim),
                                         image_channels=int(image_channels),
                                         stroke_channels=tuple(int(c) for c in stroke_channels),
