@@ -49,9 +49,8 @@ Baselines with the same input conventions: :func:`mean_impute`,
 from __future__ import annotations
 
 import functools
+import io
 import json
-import os
-import tempfile
 import time
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -61,6 +60,7 @@ import numpy as np
 import optax
 
 from jaxmeta import learners, losses, nets, scenarios, train
+from jaxmeta.data.files import atomic_write_bytes
 from jaxmeta.episodes import Episode
 
 __all__ = ["MetaImputer", "check_table", "mean_impute", "knn_impute", "iterative_ridge_impute", "METHODS",
@@ -387,17 +387,9 @@ class MetaImputer:
             for name in ("table_", "lo_", "hi_", "integer_"):
                 arrays[name] = np.asarray(getattr(self, name))
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())  # synced temporary file + rename, usual permissions
 
     @classmethod
     def load(cls, path: str) -> "MetaImputer":

@@ -133,6 +133,9 @@ def test_meta_imputer_contract_and_save_load(tmp_path):
     np.testing.assert_allclose(out[3], expected, rtol=1e-5)
     p = str(tmp_path / "imp.npz")
     imp.save(p)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~umask  # the usual permissions, not the temporary file's 0600
     np.testing.assert_array_equal(MetaImputer.load(p).transform(Xn), out)
     new_rows = Xn[:10].copy()  # a new table: matched against the fitted rows
     assert np.isfinite(imp.transform(new_rows)).all()
