@@ -353,3 +353,32 @@ def test_fewshot_table_pairs_each_fusion_with_each_modality():
                                atol=1e-6)
     assert set(table["paired"]) == {"fused_minus_image", "fused_minus_stroke", "fused_late_minus_image",
                                     "fused_late_minus_stroke"}
+
+
+def test_test_time_augmentation_averages_the_drawing_and_its_distortions():
+    from experiments.fusion import main as fusion
+
+    config = fusion.Config(dim=4, image_channels=4, stroke_channels=(4,), stroke_attention=0, num_points=12)
+    k1, k2 = jax.random.split(jax.random.key(0))
+    images = np.asarray(jax.random.uniform(k1, (2, 3, 28, 28)) > 0.7, np.float32)
+    strokes = np.asarray(jnp.tanh(jax.random.normal(k2, (2, 3, 12, 3))))
+    data = OmniglotMultimodal(images, strokes, ("a", "a"), ("c1", "c2"), np.ones((2, 3), np.int32))
+    x = scenarios.pack_examples(jnp.asarray(images[0]), jnp.asarray(strokes[0]), jnp.zeros(3, jnp.int32))
+    params = fusion.encoder(config).init(jax.random.key(1), x)
+    plain = fusion.embed_all(config, params, data, batch=4)
+    assert plain.shape == (3, 6, 4)
+    np.testing.assert_array_equal(fusion.embed_all(config, params, data, batch=4, augment=0), plain)
+    key = jax.random.key(2)
+    tta = fusion.embed_all(config, params, data, batch=4, augment=2, key=key)
+    np.testing.assert_array_equal(tta, fusion.embed_all(config, params, data, batch=4, augment=2, key=key))
+    # reference: the mean over the drawing and two distortions, the same one for a drawing's image and strokes
+    total = plain.copy()
+    for i in (1, 2):
+        k = jax.random.fold_in(key, i)
+        warped = data._replace(
+            images=np.asarray(scenarios.random_affine(k, jnp.asarray(images.reshape(6, 28, 28)))).reshape(images.shape),
+            strokes=np.asarray(scenarios.random_affine_points(k, jnp.asarray(strokes.reshape(6, 12, 3)))).reshape(
+                strokes.shape))
+        total += fusion.embed_all(config, params, warped, batch=4)
+    np.testing.assert_allclose(tta, total / 3, rtol=1e-5, atol=1e-6)
+    assert np.abs(tta - plain).max() > 1e-4

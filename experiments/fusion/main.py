@@ -16,10 +16,12 @@ image and its trajectory. Training alphabets:
 images_background_small1's 5 (x4 rotations as extra classes); test alphabets:
 Japanese_(katakana), Sanskrit, Tagalog (never seen).
 
-Because every normalisation is per example, the test set is embedded once; all
-evaluations then run on the same test episodes (same classes and drawings) in
-every modality: image-only, stroke-only, cross-modal (strokes -> images and
-images -> strokes) and fused, 5-way 1-shot and 5-shot, 95% CI. Heads compared
+Because every normalisation is per example, the test set is embedded once
+(with ``--test-augment N``, each drawing's features are averaged over it and N
+random distortions of it: test-time augmentation); all evaluations then run on
+the same test episodes (same classes and drawings) in every modality:
+image-only, stroke-only, cross-modal (strokes -> images and images -> strokes)
+and fused, 5-way 1-shot and 5-shot, 95% CI. Heads compared
 on those episodes: prototypes (no fine-tuning), MAML-style fine-tuning of the
 projection head on the support set (fixed rate; Meta-SGD's learned
 per-parameter rates), and a hypernetwork that writes a linear classifier from
@@ -100,12 +102,17 @@ class Config:
     centre_modalities: bool = dataclasses.field(default=True, metadata={
         "help": "subtract each modality's mean feature over the training alphabets before any head: removes the "
                 "modality gap for cross-modal comparisons; distances within a modality are unchanged"})
+    test_augment: int = dataclasses.field(default=0, metadata={
+        "help": "test-time augmentation: every drawing's features (test and training alphabets) are the mean over "
+                "the drawing and this many random affine distortions of it (the training distortions, the same one "
+                "for its image and strokes; N + 1 embedding passes); 0: the drawing alone"})
     steps_per_call: int = dataclasses.field(default=10, metadata={"help": "meta-steps per compiled call"})
     seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed"})
 
 
 QUICK = {"train_steps": 20, "train_ways": 10, "finetune_steps": 10, "hyper_steps": 10, "test_episodes": 50,
-         "image_channels": 8, "stroke_channels": (16, 16), "stroke_attention": 1, "num_points": 32}
+         "image_channels": 8, "stroke_channels": (16, 16), "stroke_attention": 1, "num_points": 32,
+         "test_augment": 1}
 
 
 OBJECTIVES = ("views", "random")
@@ -152,22 +159,36 @@ def train_encoder(config: Config, train_set, workdir, key, *, progress: bool, fr
     return result.state.params["net"], seconds
 
 
-def embed_all(config: Config, params, data, batch: int = 512) -> np.ndarray:
-    """Fused pre-head features ``[3 (image, stroke, both), C * D, dim]`` of every drawing."""
+def embed_all(config: Config, params, data, batch: int = 512, *, augment: int = 0, key=None) -> np.ndarray:
+    """Fused pre-head features ``[3 (image, stroke, both), C * D, dim]`` of every drawing.
+
+    With ``augment > 0`` each drawing's features are the mean over the drawing
+    itself and ``augment`` random affine distortions of it (distortion ``i``
+    drawn from ``fold_in(key, i)``; a drawing's image and strokes get the same
+    one, as in training).
+    """
     net = encoder(config, features_only=True)
     body = {k: v for k, v in params.items() if k != "head"}
     apply = jax.jit(net.apply)
     images = data.images.reshape((-1,) + data.images.shape[2:])
     strokes = data.strokes.reshape((-1,) + data.strokes.shape[2:])
     out = np.zeros((3, images.shape[0], config.dim), np.float32)
-    for m in range(3):
-        for start in range(0, images.shape[0], batch):
-            stop = min(start + batch, images.shape[0])
-            idx = np.arange(start, stop)
-            idx = np.concatenate([idx, np.full(batch - idx.size, idx[-1])])  # fixed shape: one compile
-            x = scenarios.pack_examples(jnp.asarray(images[idx]), jnp.asarray(strokes[idx]), jnp.full(batch, m))
-            out[m, start:stop] = np.asarray(apply(body, x))[: stop - start]
-    return out
+    for version in range(augment + 1):
+        if version:
+            k = jax.random.fold_in(key, version)
+            images_v = np.asarray(scenarios.random_affine(k, jnp.asarray(images)))
+            strokes_v = np.asarray(scenarios.random_affine_points(k, jnp.asarray(strokes)))
+        else:
+            images_v, strokes_v = images, strokes
+        for m in range(3):
+            for start in range(0, images.shape[0], batch):
+                stop = min(start + batch, images.shape[0])
+                idx = np.arange(start, stop)
+                idx = np.concatenate([idx, np.full(batch - idx.size, idx[-1])])  # fixed shape: one compile
+                x = scenarios.pack_examples(jnp.asarray(images_v[idx]), jnp.asarray(strokes_v[idx]),
+                                            jnp.full(batch, m))
+                out[m, start:stop] += np.asarray(apply(body, x))[: stop - start]
+    return out / (augment + 1)
 
 
 def centre_modalities(features, reference):
@@ -325,8 +346,9 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
     print(f"encoder trained in {enc_seconds / 60:.1f} min", flush=True)
 
     # embed every drawing once, in each modality
-    test_feats = embed_all(config, params, test_set)
-    train_feats = embed_all(config, params, train_set)
+    test_feats = embed_all(config, params, test_set, augment=config.test_augment, key=jax.random.fold_in(k_test, 1))
+    train_feats = embed_all(config, params, train_set, augment=config.test_augment,
+                            key=jax.random.fold_in(k_test, 2))
     if config.centre_modalities:
         test_feats, train_feats = centre_modalities(test_feats, train_feats)
     test_shape, train_shape = test_set.images.shape[:2], train_set.images.shape[:2]
