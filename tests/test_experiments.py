@@ -60,8 +60,8 @@ def test_omniglot_tiny_run(tmp_path):
     from experiments.omniglot import main as omniglot
 
     args = ["--quick", "--workdir", str(tmp_path), "--metric-steps", "4", "--maml-steps", "2", "--steps-per-call",
-            "2", "--metric-train-ways", "5", "--maml-meta-batch", "2", "--test-episodes", "10", "--monitor-every",
-            "2", "--monitor-episodes", "10", "--maml-test-steps", "1", "--no-progress"]
+            "2", "--metric-train-ways", "5", "--maml-meta-batch", "2", "--test-episodes", "10", "--test-queries", "2",
+            "--monitor-every", "2", "--monitor-episodes", "10", "--maml-test-steps", "1", "--no-progress"]
     assert omniglot.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     tests = results["results"]["protonet_1shot"]["tests"]

@@ -67,7 +67,7 @@ def test_letter_column_tasks_zero_the_target_and_group_rows():
 
 @pytest.mark.data
 def test_tiny_letter_run(tmp_path):
-    args = TINY + ["--workdir", str(tmp_path), "--methods", "cnp", "--parts", "sinusoid", "letter"]
+    args = TINY + ["--workdir", str(tmp_path), "--methods", "cnp", "--parts", "letter"]
     assert modelbased.main(args) == 0
     letter = json.loads((tmp_path / "results.json").read_text())["letter"]
     rows = letter["by_shots"]["K=5"]["rows"]
