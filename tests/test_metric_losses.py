@@ -122,6 +122,8 @@ def test_shape_errors_name_the_function():
         losses.prototypes(jnp.asarray(A), jnp.zeros(5, jnp.int32), 3)
     with pytest.raises(ValueError, match="distance"):
         losses.prototype_logits(jnp.asarray(A), jnp.asarray(B), "manhattan")
+    with pytest.raises(ValueError, match="one weight per example"):
+        losses.mask_weights(jnp.ones(2), 3)
 
 
 def test_view_alignment_matches_numpy_with_class_and_padding_exclusions():

@@ -27,7 +27,8 @@ def test_head_is_the_posterior_mean_of_bayesian_linear_regression():
     w = np.asarray(learner.adapt(p, ep, None), np.float64)
     phi = np.asarray(nets.mlp((6,), 4).apply(p["net"], ep.support_x), np.float64)
     phi = np.concatenate([phi, np.ones((phi.shape[0], 1))], 1)
-    lam, w0, y = np.exp(np.asarray(p["log_precision"], np.float64)), np.asarray(p["prior_mean"], np.float64), np.asarray(ep.support_y)
+    lam = np.exp(np.asarray(p["log_precision"], np.float64))
+    w0, y = np.asarray(p["prior_mean"], np.float64), np.asarray(ep.support_y)
     # argmin |y - phi w|^2 + sum_i lam_i |w_i - w0_i|^2, by solving the stacked least-squares problem
     a = np.concatenate([phi, np.diag(np.sqrt(lam))])
     b = np.concatenate([y, np.sqrt(lam)[:, None] * w0])

@@ -9,7 +9,7 @@ from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.common import embedding_learner_params
 from jaxmeta.learners.maml import _check_network
 from jaxmeta.learners.protonet import check_num_ways
-from jaxmeta.losses import accuracy, masked_mean
+from jaxmeta.losses import accuracy, mask_weights, masked_mean
 from jaxmeta.losses.metric import pairwise_cosine_similarity
 from jaxmeta.nets import Network
 
@@ -52,7 +52,7 @@ def matching_net(net: Network, *, num_ways: int, scale: float = 10.0, learn_scal
     def adapt(meta_params, episode, key):
         del key
         emb = net.apply(meta_params["net"], episode.support_x)
-        weights = jnp.ones(emb.shape[0]) if episode.support_mask is None else episode.support_mask.astype(emb.dtype)
+        weights = mask_weights(episode.support_mask, emb.shape[0], emb.dtype)
         return {"embeddings": emb, "labels": jax.nn.one_hot(episode.support_y, num_ways, dtype=emb.dtype),
                 "mask": weights}
 

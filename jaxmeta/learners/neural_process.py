@@ -45,6 +45,7 @@ from jaxmeta.losses import (
     gaussian_kl,
     gaussian_nll,
     interval_coverage,
+    mask_weights,
     masked_mean,
     softmax_cross_entropy,
     squared_error,
@@ -285,9 +286,8 @@ def _build(
             return masked_mean(nll, mask), regression_metrics(mean, std, y, mask, nll)
         # latent: posterior q(z | support + query), one reparameterised sample, KL to the prior q(z | support)
         f_s = features(meta_params, episode.support_x)
-        ones = lambda n: jnp.ones((n,), f_q.dtype)  # noqa: E731
-        s_mask = ones(f_s.shape[0]) if episode.support_mask is None else episode.support_mask.astype(f_q.dtype)
-        q_mask = ones(f_q.shape[0]) if mask is None else mask.astype(f_q.dtype)
+        s_mask = mask_weights(episode.support_mask, f_s.shape[0], f_q.dtype)
+        q_mask = mask_weights(mask, f_q.shape[0], f_q.dtype)
         post_mean, post_std = latent_stats(
             meta_params, jnp.concatenate([f_s, f_q]), jnp.concatenate([episode.support_y, y]),
             jnp.concatenate([s_mask, q_mask]))

@@ -59,9 +59,9 @@ def protonet(
         to the loss: :func:`jaxmeta.losses.view_alignment_loss` between every
         ordered pair of a query's views (each view must pick the *same
         example's* other view among the episode's other-class queries, scored
-        with the learner's ``distance`` and scale), averaged over view pairs. It ties views drawing by drawing, where the
-        prototypical term ties them only class by class. Reported as the
-        ``"alignment"`` metric.
+        with the learner's ``distance`` and scale), averaged over view pairs.
+        It ties views drawing by drawing, where the prototypical term ties
+        them only class by class. Reported as the ``"alignment"`` metric.
 
     Returns:
       A :class:`MetaLearner`; ``meta_params = {"net": ...[, "log_scale": ...]}``.
@@ -121,10 +121,10 @@ def protonet(
         value = masked_mean(per_query(softmax_cross_entropy(logits, y)), episode.query_mask)
         metrics = {"accuracy": masked_mean(per_query(accuracy(logits, y)), episode.query_mask)}
         if align:
-            v = emb.shape[1]
-            pairs = [(i, j) for i in range(v) for j in range(v) if i != j]
+            v = emb.shape[1]  # a static unroll over the V (V - 1) ordered view pairs (6 for 3 views)
+            view_pairs = [(i, j) for i in range(v) for j in range(v) if i != j]
             terms = [view_alignment_loss(emb[:, i], emb[:, j], episode.query_y, current_scale(meta_params),
-                                         episode.query_mask, distance) for i, j in pairs]
+                                         episode.query_mask, distance) for i, j in view_pairs]
             metrics["alignment"] = masked_mean(sum(terms) / len(terms), episode.query_mask)
             value = value + align * metrics["alignment"]
         return value, metrics

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxmeta.learners.base import MetaLearner
 from jaxmeta.learners.common import check_example_labels, check_metric_fns, supervised_loss
 from jaxmeta.learners.maml import _check_network
-from jaxmeta.losses import softmax_cross_entropy, squared_error
+from jaxmeta.losses import mask_weights, softmax_cross_entropy, squared_error
 from jaxmeta.nets import Network
 
 __all__ = ["ridge_head"]
@@ -104,10 +104,13 @@ def ridge_head(
         loss_fn = softmax_cross_entropy if classification else squared_error
     metric_fns = check_metric_fns(metrics)
 
+    def check_features(shape):
+        if len(shape) != 2:
+            raise ValueError(f"ridge_head: expected the network to map x to features [B, F], got shape {shape}.")
+
     def features(meta_params, x):
         h = net.apply(meta_params["net"], x)
-        if h.ndim != 2:
-            raise ValueError(f"ridge_head: expected the network to map x to features [B, F], got shape {h.shape}.")
+        check_features(h.shape)
         return _with_bias(h)
 
     def targets(y):
@@ -123,8 +126,7 @@ def ridge_head(
     def init(key, example):
         params = net.init(key, example.support_x)
         shape = jax.eval_shape(net.apply, params, example.support_x).shape
-        if len(shape) != 2:
-            raise ValueError(f"ridge_head: expected the network to map x to features [B, F], got shape {shape}.")
+        check_features(shape)
         if classification:  # labels against the N logits the head writes
             check_example_labels((shape[0], num_classes), example)
         outputs = num_classes if classification else targets(jnp.asarray(example.support_y)).shape[-1]
@@ -148,7 +150,7 @@ def ridge_head(
         phi = features(meta_params, episode.support_x)
         y = targets(episode.support_y).astype(phi.dtype)
         w0, lam = prior(meta_params, y.shape[-1])
-        m = jnp.ones(phi.shape[0], phi.dtype) if episode.support_mask is None else episode.support_mask.astype(phi.dtype)
+        m = mask_weights(episode.support_mask, phi.shape[0], phi.dtype)
         weighted = phi * m[:, None]
         gram = weighted.T @ phi + jnp.diag(lam)
         factor = jax.scipy.linalg.cho_factor(gram, lower=True)

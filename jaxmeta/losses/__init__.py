@@ -1,6 +1,13 @@
 """Plain ``jnp`` losses, distances and metrics; each returns per-example values."""
 
-from jaxmeta.losses.basic import absolute_error, accuracy, masked_mean, softmax_cross_entropy, squared_error
+from jaxmeta.losses.basic import (
+    absolute_error,
+    accuracy,
+    mask_weights,
+    masked_mean,
+    softmax_cross_entropy,
+    squared_error,
+)
 from jaxmeta.losses.ranking import ndcg_at_k
 from jaxmeta.losses.clustering import (
     distance_statistics,
@@ -30,6 +37,7 @@ __all__ = [
     "softmax_cross_entropy",
     "accuracy",
     "masked_mean",
+    "mask_weights",
     "pairwise_squared_euclidean",
     "pairwise_cosine_similarity",
     "pairwise_cosine_distance",

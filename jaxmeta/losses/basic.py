@@ -11,7 +11,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["squared_error", "absolute_error", "softmax_cross_entropy", "accuracy", "masked_mean"]
+__all__ = ["squared_error", "absolute_error", "softmax_cross_entropy", "accuracy", "masked_mean", "mask_weights"]
 
 
 def _at_least_f32(x: jax.Array) -> jax.Array:
@@ -90,6 +90,24 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
       Array([1., 0.], dtype=float32)
     """
     return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+def mask_weights(mask: Optional[jax.Array], n: int, dtype=jnp.float32) -> jax.Array:
+    """Per-example weights ``[n]`` from an optional mask: ones for ``None``, else ``mask`` as ``dtype``.
+
+    The one place masks (true / non-zero = real example, 0 = padding) become
+    weights; a mask of the wrong shape raises an error that names the shape.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> mask_weights(None, 3), mask_weights(jnp.array([1, 0, 1]), 3)
+      (Array([1., 1., 1.], dtype=float32), Array([1., 0., 1.], dtype=float32))
+    """
+    if mask is None:
+        return jnp.ones((n,), dtype)
+    if jnp.shape(mask) != (n,):
+        raise ValueError(f"mask: expected one weight per example, shape ({n},), got {jnp.shape(mask)}.")
+    return jnp.asarray(mask).astype(dtype)
 
 
 def masked_mean(values: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:

@@ -32,6 +32,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxmeta.losses.basic import mask_weights
 from jaxmeta.losses.metric import pairwise_squared_euclidean
 
 __all__ = [
@@ -42,14 +43,6 @@ __all__ = [
     "soft_kmeans_refine",
     "entropy",
 ]
-
-
-def _mask_or_ones(mask, n, dtype):
-    if mask is None:
-        return jnp.ones((n,), dtype)
-    if jnp.shape(mask) != (n,):
-        raise ValueError(f"mask: expected one weight per unlabelled example, shape ({n},), got {jnp.shape(mask)}.")
-    return jnp.asarray(mask).astype(dtype)
 
 
 def soft_kmeans_weights(unlabelled: jax.Array, centres: jax.Array, *, scale: float | jax.Array = 1.0,
@@ -106,7 +99,7 @@ def distance_statistics(distances: jax.Array, mask: Optional[jax.Array] = None,
     """
     if distances.ndim != 2:
         raise ValueError(f"distances: expected [U, N], got shape {distances.shape}.")
-    m = _mask_or_ones(mask, distances.shape[0], distances.dtype)[:, None]  # [U, 1]
+    m = mask_weights(mask, distances.shape[0], distances.dtype)[:, None]  # [U, 1]
     count = jnp.maximum(jnp.sum(m), 1.0)
     mean_d = jnp.sum(distances * m, axis=0) / count  # [N]
     norm = distances / (mean_d + eps)
@@ -168,7 +161,7 @@ def refine_prototypes(prototypes: jax.Array, counts: jax.Array, unlabelled: jax.
         raise ValueError(f"weights: expected [U, N] = {(unlabelled.shape[0], prototypes.shape[0])}, got {weights.shape}.")
     if counts.shape != prototypes.shape[:1]:
         raise ValueError(f"counts: expected [N] = {prototypes.shape[:1]}, got {counts.shape}.")
-    w = weights * _mask_or_ones(mask, unlabelled.shape[0], weights.dtype)[:, None]
+    w = weights * mask_weights(mask, unlabelled.shape[0], weights.dtype)[:, None]
     total = counts + jnp.sum(w, axis=0)  # [N]
     summed = counts[:, None] * prototypes + w.T @ unlabelled
     safe = jnp.where(total > 0, total, 1.0)
