@@ -156,3 +156,69 @@ def test_augment_multimodal_keeps_flags_zero_fill_and_drawings():
     has_image = np.asarray(eps.support_x.reshape(-1, eps.support_x.shape[-1])[:, 0])
     np.testing.assert_allclose(np.asarray(im1), np.asarray(random_affine(k_s, im0)) * has_image[:, None, None, None],
                                atol=1e-6)
+
+
+def _strokes_of(drawing):
+    """A resampled drawing's strokes as tuples of (x, y) points, split at the pen-up flags."""
+    strokes = []
+    for x, y, up in np.asarray(drawing).tolist():
+        if up > 0.5 or not strokes:
+            strokes.append([])
+        strokes[-1].append((x, y))
+    return [tuple(s) for s in strokes]
+
+
+def test_random_stroke_order_keeps_every_stroke_and_only_reorders_or_reverses_them():
+    from jaxmeta.scenarios import random_stroke_order
+
+    # three drawings of 12 points with strokes of different lengths (drawing 2: one stroke)
+    starts = [[0, 3, 4, 9], [0, 6], [0]]
+    drawings = []
+    for i, s in enumerate(starts):
+        up = np.zeros(12, np.float32)
+        up[s] = 1.0
+        xy = np.random.default_rng(i).normal(size=(12, 2)).astype(np.float32)
+        drawings.append(np.concatenate([xy, up[:, None]], -1))
+    pts = jnp.asarray(np.stack(drawings))
+    fn = jax.jit(lambda k, p: random_stroke_order(k, p, order_noise=3.0, reverse=0.5))
+    changed_order = changed_direction = False
+    for seed in range(8):
+        out = np.asarray(fn(jax.random.key(seed), pts))
+        assert out.shape == pts.shape
+        for before, after in zip(np.asarray(pts), out):
+            old, new = _strokes_of(before), _strokes_of(after)
+            assert after[0, 2] == 1.0 and len(new) == len(old)  # the pen-up flags mark the new stroke starts
+            # the same strokes, each forwards or backwards
+            assert sorted(min(s, s[::-1]) for s in new) == sorted(min(s, s[::-1]) for s in old)
+            changed_order |= [min(s, s[::-1]) for s in new] != [min(s, s[::-1]) for s in old]
+            changed_direction |= any(s not in old for s in new)
+    assert changed_order and changed_direction
+    # deterministic per key; no noise and no reversal leave the drawings alone
+    np.testing.assert_array_equal(fn(jax.random.key(0), pts), fn(jax.random.key(0), pts))
+    np.testing.assert_array_equal(random_stroke_order(jax.random.key(0), pts, order_noise=0.0, reverse=0.0), pts)
+    with pytest.raises(ValueError, match="pen_up"):
+        random_stroke_order(jax.random.key(0), pts[..., :2])
+    with pytest.raises(ValueError, match="probability"):
+        random_stroke_order(jax.random.key(0), pts, reverse=2.0)
+
+
+def test_augment_multimodal_stroke_order_changes_only_the_trajectories():
+    from jaxmeta.scenarios import augment_multimodal
+
+    key = jax.random.key(4)
+    images = jax.random.uniform(key, (C, D, 8, 8))
+    up = jnp.zeros((C, D, P, 1)).at[:, :, :: 4].set(1.0)  # strokes of 4 points
+    strokes = jnp.concatenate([jax.random.uniform(jax.random.fold_in(key, 1), (C, D, P, 2), minval=-1, maxval=1), up],
+                              -1)
+    eps = multimodal_episodes(key, images, strokes, num_tasks=1, ways=3, shots=1, queries=2,
+                              support_modality="both", query_modality="both")
+    run = jax.jit(lambda e, noise, rev: augment_multimodal(jax.random.key(5), e, (8, 8), (P, 3), order_noise=noise,
+                                                          reverse=rev), static_argnums=(1, 2))
+    plain, shuffled = run(eps, 0.0, 0.0), run(eps, 5.0, 0.5)
+    x0, x1 = (e.support_x.reshape(-1, e.support_x.shape[-1]) for e in (plain, shuffled))
+    _, _, im0, st0 = unpack_examples(x0, (8, 8, 1), (P, 3))
+    _, _, im1, st1 = unpack_examples(x1, (8, 8, 1), (P, 3))
+    np.testing.assert_array_equal(im1, im0)  # same distortion, same image
+    assert not np.allclose(st1, st0)
+    for a, b in zip(np.asarray(st0), np.asarray(st1)):  # same ink
+        np.testing.assert_allclose(np.sort(a[:, :2], axis=0), np.sort(b[:, :2], axis=0), atol=1e-6)

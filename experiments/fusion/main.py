@@ -90,6 +90,11 @@ class Config:
                 "losses.view_alignment_loss)"})
     augment: bool = dataclasses.field(default=True, metadata={
         "help": "random affine distortions of training drawings (the same one for a drawing's image and strokes)"})
+    stroke_order_noise: float = dataclasses.field(default=1.0, metadata={
+        "help": "with --augment: training strokes re-laid in the order of index + this x N(0, 1) "
+                "(scenarios.random_stroke_order; 0: drawn order)"})
+    stroke_reverse: float = dataclasses.field(default=0.2, metadata={
+        "help": "with --augment: probability that a training stroke is drawn backwards"})
     finetune_steps: int = dataclasses.field(default=500, metadata={"help": "meta-steps of the fine-tuning learners"})
     finetune_inner_steps: int = dataclasses.field(default=3, metadata={"help": "inner steps of head fine-tuning"})
     finetune_inner_lr: float = dataclasses.field(default=0.05, metadata={"help": "inner step size (initial)"})
@@ -139,7 +144,8 @@ def train_encoder(config: Config, train_set, workdir, key, *, progress: bool, fr
         k_episode, k_augment = jax.random.split(key)
         eps = episodes(k_episode)
         if config.augment:
-            eps = scenarios.augment_multimodal(k_augment, eps, images.shape[2:], strokes.shape[2:])
+            eps = scenarios.augment_multimodal(k_augment, eps, images.shape[2:], strokes.shape[2:],
+                                               order_noise=config.stroke_order_noise, reverse=config.stroke_reverse)
         return eps
 
     learner = learners.protonet(encoder(config, views=views), num_ways=config.train_ways, views=views,

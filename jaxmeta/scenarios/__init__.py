@@ -3,7 +3,7 @@
 Scenarios never import learners; they only produce task arrays.
 """
 
-from jaxmeta.scenarios.augment import augment_episodes, random_affine, random_affine_points
+from jaxmeta.scenarios.augment import augment_episodes, random_affine, random_affine_points, random_stroke_order
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes, fewshot_episodes_numpy, numpy_rng
 from jaxmeta.scenarios.coldstart import (
     SCENARIOS as COLDSTART_SCENARIOS,
@@ -39,6 +39,7 @@ __all__ = [
     "numpy_rng",
     "random_affine",
     "random_affine_points",
+    "random_stroke_order",
     "augment_episodes",
     "coldstart_data",
     "coldstart_split",

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmeta.episodes import Episode
-from jaxmeta.scenarios.augment import augment_episodes, random_affine, random_affine_points
+from jaxmeta.scenarios.augment import augment_episodes, random_affine, random_affine_points, random_stroke_order
 from jaxmeta.scenarios.fewshot import check_fewshot, fewshot_episodes
 
 __all__ = ["MODALITIES", "MODALITY_IDS", "pack_examples", "unpack_examples", "multimodal_episodes", "augment_multimodal"]
@@ -192,20 +192,26 @@ def multimodal_episodes(
 
 
 def augment_multimodal(key: jax.Array, episodes: Episode, image_shape: Sequence[int], stroke_shape: Sequence[int],
-                       **affine) -> Episode:
+                       *, order_noise: float = 0.0, reverse: float = 0.0, **affine) -> Episode:
     """Random affine distortions of packed multi-modal examples: one distortion per drawing, both modalities.
 
     Every support and query example is unpacked; its image is warped by
     :func:`~jaxmeta.scenarios.random_affine` and its trajectory by
     :func:`~jaxmeta.scenarios.random_affine_points` with the *same* rotation,
     scale and shear (so a fused example stays one drawing), then repacked with
-    its modality flags unchanged (absent modalities stay zero). Works on one
-    episode or a batch; ``aux`` passes through.
+    its modality flags unchanged (absent modalities stay zero). With
+    ``order_noise`` or ``reverse``, trajectories also get a random stroke order
+    and direction (:func:`~jaxmeta.scenarios.random_stroke_order`: same ink, so
+    the pair still matches). Works on one episode or a batch; ``aux`` passes
+    through.
 
     Args:
       key: PRNG key (support and query get keys split from it).
       episodes: packed examples from :func:`multimodal_episodes`.
       image_shape, stroke_shape: e.g. ``(28, 28)`` and ``(48, 3)``.
+      order_noise, reverse: stroke-order noise and stroke-reversal
+        probability of :func:`~jaxmeta.scenarios.random_stroke_order` (0 and 0:
+        order and direction unchanged).
       **affine: ``rotate``, ``scale``, ``shear``, ``translate`` of
         :func:`~jaxmeta.scenarios.random_affine`.
 
@@ -228,6 +234,8 @@ def augment_multimodal(key: jax.Array, episodes: Episode, image_shape: Sequence[
         has_image, has_stroke, images, strokes = unpack_examples(flat, image_shape, stroke_shape)
         images = random_affine(k, images, **affine)
         strokes = random_affine_points(k, strokes, **affine)
+        if order_noise or reverse:
+            strokes = random_stroke_order(jax.random.fold_in(k, 1), strokes, order_noise=order_noise, reverse=reverse)
         modality = jnp.where(has_image * has_stroke > 0, MODALITY_IDS["both"],
                              jnp.where(has_image > 0, MODALITY_IDS["image"], MODALITY_IDS["stroke"]))
         return pack_examples(images, strokes, modality)
