@@ -12,7 +12,8 @@ drawing-level term (each query's image embedding must pick its own strokes'
 embedding among the other classes' queries, and the reverse);
 ``--objective random`` shows each example in one random modality instead.
 Training drawings get random affine distortions, the same one for a drawing's
-image and its trajectory. Training alphabets:
+image and its trajectory, and their trajectories a random stroke order and
+direction (the ink, so the image, is unchanged). Training alphabets:
 images_background_small1's 5 (x4 rotations as extra classes); test alphabets:
 Japanese_(katakana), Sanskrit, Tagalog (never seen).
 
