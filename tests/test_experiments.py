@@ -17,7 +17,7 @@ def test_sinusoid_help(capsys):
 
 
 def test_sinusoid_tiny_run_writes_results_and_plots(tmp_path):
-    args = ["--quick", "--workdir", str(tmp_path), "--steps", "20", "--steps-per-call", "10", "--test-tasks", "20",
+    args = ["--quick", "--workdir", str(tmp_path), "--steps", "4", "--steps-per-call", "2", "--test-tasks", "20",
             "--test-steps", "2", "--no-progress"]
     assert sinusoid.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())

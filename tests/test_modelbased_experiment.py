@@ -9,9 +9,9 @@ import pytest
 
 from experiments.modelbased import main as modelbased
 
-TINY = ["--no-progress", "--maml-steps", "20", "--np-steps", "20", "--steps-per-call", "10", "--np-width", "8",
+TINY = ["--no-progress", "--maml-steps", "4", "--np-steps", "4", "--steps-per-call", "2", "--np-width", "8",
         "--latent-dim", "2", "--test-tasks", "12", "--test-queries", "10", "--test-shots", "5", "--bank-tasks", "12",
-        "--bank-steps", "2", "--warm-k", "2", "--predict-samples", "2", "--letter-steps", "20",
+        "--bank-steps", "2", "--warm-k", "2", "--predict-samples", "2", "--letter-steps", "4",
         "--letter-shots", "5", "--letter-bank-shots", "10", "--warm-steps", "1"]
 
 
