@@ -302,6 +302,41 @@ def test_movielens_scenarios_on_real_data():
     assert np.isfinite(np.asarray(test.episodes.query_y)).all()
 
 
+def test_table_baselines_match_a_per_user_loop():
+    from experiments.coldstart import main as coldstart_main
+
+    data = coldstart.coldstart_data(coldstart.synthetic_ratings(jax.random.key(0), num_users=40, num_items=30))
+    split = coldstart.coldstart_split(jax.random.key(1), data)
+    eps = coldstart.coldstart_episodes(jax.random.key(2), data, split, scenario="new_user_existing_item",
+                                       support_shots=4, query_shots=5, pad_support_to=6).episodes
+    train_r, train_i = data.rating[split.train].astype(np.float64), data.item[split.train]
+    mu = train_r.mean()
+    a, b = 3.0, 2.0
+    pred = coldstart_main.table_predictions("user_offset", data, split, eps, shrinkage=(a, b))
+    item_mean = coldstart_main.table_predictions("item_mean", data, split, eps)
+    for e in range(pred.shape[0]):
+        def bias(i):
+            r = train_r[train_i == i]
+            return (r - mu).sum() / (r.size + a)
+        support = [(int(i), float(y)) for i, y, m in zip(np.asarray(eps.aux["support_item"][e]),
+                                                         np.asarray(eps.support_y[e, :, 0]),
+                                                         np.asarray(eps.support_mask[e])) if m]
+        assert len(support) == 4  # padding rows are ignored
+        offset = sum(y - mu - bias(i) for i, y in support) / (len(support) + b)
+        for q, item in enumerate(np.asarray(eps.aux["query_item"][e])):
+            np.testing.assert_allclose(pred[e, q], mu + bias(item) + offset, rtol=1e-5)
+            rated = train_r[train_i == item]
+            np.testing.assert_allclose(item_mean[e, q], rated.mean() if rated.size else mu, rtol=1e-5)
+    # no item shrinkage and an infinitely shrunk user offset give back the item means
+    no_user = coldstart_main.table_predictions("user_offset", data, split, eps, shrinkage=(0.0, 1e12))
+    np.testing.assert_allclose(no_user, item_mean, rtol=1e-5)
+    with pytest.raises(ValueError, match="table baseline"):
+        coldstart_main.table_predictions("maml", data, split, eps)
+    for bad in ((1.0,), (1.0, -1.0)):
+        with pytest.raises(ValueError, match="offset_shrinkage"):
+            coldstart_main.check_config(coldstart_main.Config(offset_shrinkage=bad))
+
+
 def test_coldstart_help(capsys):
     from experiments.coldstart import main as coldstart_main
 
@@ -316,7 +351,7 @@ def test_coldstart_help(capsys):
 def test_coldstart_tiny_run_writes_results_and_plot(tmp_path):
     from experiments.coldstart import main as coldstart_main
 
-    methods = ["maml", "ridge", "pretrained", "finetuned", "global_mean", "item_mean"]
+    methods = ["maml", "ridge", "pretrained", "finetuned", "global_mean", "item_mean", "user_offset"]
     args = ["--quick", "--workdir", str(tmp_path), "--steps", "4", "--steps-per-call", "2", "--no-progress",
             "--shots", "5", "10", "--scenarios", "new_user_existing_item", "--methods", *methods,
             "--hidden", "8", "--embed-dim", "4", "--finetune-steps", "2", "--inner-steps", "1",

@@ -6,7 +6,8 @@ existing users rating existing items; MAML and Meta-SGD adapt only its
 decision layers per user; ``ridge`` (R2-D2 / ALPaCA style) puts a closed-form
 Bayesian linear head, solved per user on the support ratings with meta-learned
 prior and precisions, on meta-learned features of the same body. Baselines run
-on the same splits and test episodes: global mean, item mean, the same network
+on the same splits and test episodes: global mean, item mean, ``user_offset``
+(item mean + the user's shrunk offset from the support ratings), the same network
 trained on all training users without adaptation ("pretrained": MAML with zero
 inner steps), and that network fine-tuned on each user's support set
 ("finetuned").
@@ -47,7 +48,7 @@ from jaxmeta.scenarios import coldstart
 
 META_METHODS = ("maml", "meta_sgd", "fomaml", "ridge")
 NET_BASELINES = ("pretrained", "finetuned")
-TABLE_BASELINES = ("global_mean", "item_mean")
+TABLE_BASELINES = ("global_mean", "item_mean", "user_offset")
 METHODS = META_METHODS + NET_BASELINES + TABLE_BASELINES
 METRICS = ("mae", "rmse", "ndcg3")
 HEADLINE = ("new_user_existing_item", 10)
@@ -56,7 +57,7 @@ HEADLINE = ("new_user_existing_item", 10)
 @dataclasses.dataclass(frozen=True)
 class Config:
     methods: Tuple[str, ...] = dataclasses.field(
-        default=("maml", "meta_sgd", "ridge", "pretrained", "finetuned", "global_mean", "item_mean"),
+        default=("maml", "meta_sgd", "ridge", "pretrained", "finetuned", "global_mean", "item_mean", "user_offset"),
         metadata={"help": f"methods to run, from {METHODS}"})
     scenarios: Tuple[str, ...] = dataclasses.field(default=coldstart.SCENARIOS, metadata={"help": "test scenarios"})
     shots: Tuple[int, ...] = dataclasses.field(default=(5, 10, 20), metadata={"help": "support sizes K at test time"})
@@ -77,6 +78,8 @@ class Config:
     embed_dim: int = dataclasses.field(default=16, metadata={"help": "embedding width per feature"})
     hidden: Tuple[int, ...] = dataclasses.field(default=(64, 64), metadata={"help": "decision layer widths"})
     item_dropout: float = dataclasses.field(default=0.1, metadata={"help": "training rate of hiding the item id"})
+    offset_shrinkage: Tuple[float, float] = dataclasses.field(default=(5.0, 5.0), metadata={
+        "help": "user_offset baseline: pseudo-counts pulling the item bias and the user offset toward 0"})
     rating_shift: float = dataclasses.field(
         default=0.0, metadata={"help": "meta-augmentation: random per-user rating offset range in training"})
     user_features: bool = dataclasses.field(
@@ -94,7 +97,7 @@ class Config:
 
 
 QUICK = {"steps": 200, "steps_per_call": 100, "shots": (5, 10), "methods": ("maml", "pretrained", "finetuned",
-                                                                         "global_mean", "item_mean")}
+                                                                         "global_mean", "item_mean", "user_offset")}
 
 
 def check_config(config: Config) -> None:
@@ -108,6 +111,8 @@ def check_config(config: Config) -> None:
         raise ValueError(f"loss: expected 'mse' or 'mae', got {config.loss!r}.")
     if len(config.train_shots) not in (1, 2):
         raise ValueError(f"train_shots: expected K or (min K, max K), got {config.train_shots}.")
+    if len(config.offset_shrinkage) != 2 or min(config.offset_shrinkage) < 0:
+        raise ValueError(f"offset_shrinkage: expected two pseudo-counts >= 0 (item, user), got {config.offset_shrinkage}.")
     if not config.shots or min(config.shots) < 1:
         raise ValueError(f"shots: expected positive support sizes, got {config.shots}.")
 
@@ -218,16 +223,45 @@ def user_metrics(predictions, episodes) -> Dict[str, np.ndarray]:
     return {"mae": np.asarray(mae), "rmse": np.sqrt(np.asarray(mse)), "ndcg3": np.asarray(ndcg)}
 
 
-def table_predictions(method: str, data, split, episodes) -> np.ndarray:
-    """Global-mean or item-mean predictions (from the training ratings) for the query items."""
-    mean = float(data.rating[split.train].mean())
+def table_predictions(method: str, data, split, episodes, *, shrinkage: Tuple[float, float] = (5.0, 5.0)) -> np.ndarray:
+    """Predictions ``[E, Q]`` of a baseline computed from the training ratings (no network).
+
+    ``global_mean``: the mean training rating. ``item_mean``: the item's mean
+    training rating (new items: the global mean). ``user_offset`` (the classic
+    baseline predictor of collaborative filtering): global mean ``mu`` + item
+    bias ``b_i = sum(r - mu) / (n_i + a)`` over the item's training ratings +
+    user offset ``b_u = sum(r - mu - b_i) / (K + b)`` over the user's support
+    ratings, with pseudo-counts ``(a, b) = shrinkage`` pulling both toward 0
+    (new items: ``b_i = 0``).
+
+    Example:
+      >>> import jax
+      >>> from jaxmeta.scenarios import coldstart
+      >>> data = coldstart.coldstart_data(coldstart.synthetic_ratings(jax.random.key(0)))
+      >>> split = coldstart.coldstart_split(jax.random.key(1), data)
+      >>> test = coldstart.coldstart_episodes(jax.random.key(2), data, split, scenario="new_user_existing_item",
+      ...                                     support_shots=3, query_shots=4)
+      >>> table_predictions("user_offset", data, split, test.episodes).shape == test.episodes.query_y.shape[:2]
+      True
+    """
+    train_ratings, train_items = data.rating[split.train].astype(np.float64), data.item[split.train]
+    mean = float(train_ratings.mean())
     items = np.asarray(episodes.aux["query_item"])
     if method == "global_mean":
         return np.full(items.shape, mean, np.float32)
-    sums = np.bincount(data.item[split.train], data.rating[split.train], data.num_items)
-    counts = np.bincount(data.item[split.train], minlength=data.num_items)
-    item_mean = np.where(counts > 0, sums / np.maximum(counts, 1), mean)  # new items: no ratings -> global mean
-    return item_mean[items].astype(np.float32)
+    counts = np.bincount(train_items, minlength=data.num_items)
+    sums = np.bincount(train_items, train_ratings - mean, data.num_items)
+    if method == "item_mean":  # new items: no ratings -> global mean
+        return (mean + sums / np.maximum(counts, 1))[items].astype(np.float32)
+    if method != "user_offset":
+        raise ValueError(f"methods: {method!r} is not a table baseline; choose from {TABLE_BASELINES}.")
+    item_shrink, user_shrink = shrinkage
+    item_bias = sums / np.maximum(counts + item_shrink, 1e-12)
+    support_items = np.asarray(episodes.aux["support_item"])
+    mask = np.asarray(episodes.support_mask, np.float64)
+    residual = (np.asarray(episodes.support_y, np.float64)[..., 0] - mean - item_bias[support_items]) * mask
+    offset = residual.sum(-1) / np.maximum(mask.sum(-1) + user_shrink, 1e-12)
+    return (mean + item_bias[items] + offset[:, None]).astype(np.float32)
 
 
 def headline_check(results: dict, values: dict, methods) -> dict:
@@ -334,7 +368,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         cell = results.setdefault(scenario, {}).setdefault(str(k), {})
         for method in config.methods:
             if method in TABLE_BASELINES:
-                pred = table_predictions(method, data, split, episodes)
+                pred = table_predictions(method, data, split, episodes, shrinkage=config.offset_shrinkage)
             else:
                 trained_as = "pretrained" if method == "finetuned" else method
                 pred = predictors[method](params[trained_as], episodes, eval_key)
