@@ -12,10 +12,14 @@ Implementations: ``jaxmeta`` (options ``batching``, ``conv_impl``, ``remat``,
 from __future__ import annotations
 
 import argparse
+import glob
+import gzip
 import json
 import os
+import re
 import resource
 import sys
+import tempfile
 import threading
 import time
 
@@ -122,7 +126,47 @@ def jax_learner(cfg: dict):
     raise ValueError(f"unknown learner {learner_name!r}")
 
 
-def run_jaxmeta(cfg: dict) -> dict:
+def hlo_ops(hlo_text: str) -> dict:
+    """``{instruction name: (result shape, source op_name)}`` from a compiled module's HLO text."""
+    ops = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\([^)]*\)|\S+) ", line)
+        if m:
+            source = re.search(r'op_name="([^"]*)"', line)
+            ops[m.group(1)] = (m.group(2), source.group(1) if source else "")
+    return ops
+
+
+def profile_ops(run_once, hlo_text: str, steps: int) -> list:
+    """Time per XLA instruction over ``steps`` calls of ``run_once``, from a ``jax.profiler`` trace.
+
+    Returns rows ``{"op", "ms_per_step", "share", "shape", "source"}``, slowest
+    first; ``share`` is the fraction of the summed time of every instruction
+    (the step's wall time also holds the gaps between instructions).
+    """
+    import jax
+
+    ops = hlo_ops(hlo_text)
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(steps):
+                run_once()
+        paths = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+        if not paths:
+            raise RuntimeError(f"profile: jax.profiler wrote no perfetto trace under {folder}.")
+        with gzip.open(paths[0]) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    totals: dict = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in ops:
+            totals[e["name"]] = totals.get(e["name"], 0.0) + float(e.get("dur", 0.0))
+    whole = sum(totals.values()) or 1.0
+    return [{"op": name, "ms_per_step": us / steps / 1e3, "share": us / whole, "shape": ops[name][0],
+             "source": ops[name][1]} for name, us in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
+def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
     import jax
     import optax
 
@@ -154,7 +198,19 @@ def run_jaxmeta(cfg: dict) -> dict:
             jax.block_until_ready(state)
             times.append(time.perf_counter() - t)
     med = float(np.median(times))
-    return _summary(times, cfg, {
+    extra = {}
+    if profile_steps:
+        rows = profile_ops(lambda: jax.block_until_ready(compiled(state, episodes, key)), compiled.as_text(), profile_steps)
+        extra = {"profile_steps": profile_steps, "profiled_ms_per_step": sum(r["ms_per_step"] for r in rows),
+                 "dot_general_ms_per_step": sum(r["ms_per_step"] for r in rows if "dot_general" in r["source"]),
+                 "top_ops": rows[:25]}
+        print(f"{'ms/step':>9} {'share':>6}  {'XLA instruction':<28} {'shape':<34} source", file=sys.stderr)
+        for r in rows[:25]:
+            print(f"{r['ms_per_step']:9.1f} {100 * r['share']:5.1f}%  {r['op'][:28]:<28} {r['shape'][:34]:<34} "
+                  f"{r['source'][-70:]}", file=sys.stderr)
+        print(f"all instructions {extra['profiled_ms_per_step']:.1f} ms/step, of which matrix products (dot_general) "
+              f"{extra['dot_general_ms_per_step']:.1f}", file=sys.stderr)
+    return _summary(times, cfg, {**extra,
         "compile_s": compile_s,
         "flops_per_step": flops,
         "gflops_per_s": flops / med / 1e9 if np.isfinite(flops) else None,
@@ -274,12 +330,15 @@ def main(argv=None) -> int:
     parser.add_argument("--impl", required=True, help="jaxmeta | l2l | torchfunc_vmap | torchfunc_loop")
     parser.add_argument("--config", required=True, help="JSON configuration")
     parser.add_argument("--check-gradient", action="store_true", help="compare the meta-gradient with jaxmeta's")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="jaxmeta: after timing, trace STEPS more steps with jax.profiler and report the time per "
+                             "XLA instruction (a table on stderr, the top 25 rows in the JSON)")
     args = parser.parse_args(argv)
     cfg = json.loads(args.config)
     if args.check_gradient:
         out = check_gradient(cfg, args.impl)
     elif args.impl == "jaxmeta":
-        out = run_jaxmeta(cfg)
+        out = run_jaxmeta(cfg, profile_steps=args.profile)
     else:
         out = run_torch(cfg, args.impl)
     print("RESULT " + json.dumps(out), flush=True)
