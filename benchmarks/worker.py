@@ -200,7 +200,8 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
     med = float(np.median(times))
     extra = {}
     if profile_steps:
-        rows = profile_ops(lambda: jax.block_until_ready(compiled(state, episodes, key)), compiled.as_text(), profile_steps)
+        rows = profile_ops(lambda: jax.block_until_ready(compiled(state, episodes, key)), compiled.as_text(),
+                           profile_steps)
         extra = {"profile_steps": profile_steps, "profiled_ms_per_step": sum(r["ms_per_step"] for r in rows),
                  "dot_general_ms_per_step": sum(r["ms_per_step"] for r in rows if "dot_general" in r["source"]),
                  "top_ops": rows[:25]}

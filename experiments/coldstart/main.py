@@ -112,7 +112,8 @@ def check_config(config: Config) -> None:
     if len(config.train_shots) not in (1, 2):
         raise ValueError(f"train_shots: expected K or (min K, max K), got {config.train_shots}.")
     if len(config.offset_shrinkage) != 2 or min(config.offset_shrinkage) < 0:
-        raise ValueError(f"offset_shrinkage: expected two pseudo-counts >= 0 (item, user), got {config.offset_shrinkage}.")
+        raise ValueError(f"offset_shrinkage: expected two pseudo-counts >= 0 (item, user), "
+                         f"got {config.offset_shrinkage}.")
     if not config.shots or min(config.shots) < 1:
         raise ValueError(f"shots: expected positive support sizes, got {config.shots}.")
 
@@ -223,7 +224,8 @@ def user_metrics(predictions, episodes) -> Dict[str, np.ndarray]:
     return {"mae": np.asarray(mae), "rmse": np.sqrt(np.asarray(mse)), "ndcg3": np.asarray(ndcg)}
 
 
-def table_predictions(method: str, data, split, episodes, *, shrinkage: Tuple[float, float] = (5.0, 5.0)) -> np.ndarray:
+def table_predictions(method: str, data, split, episodes, *,
+                      shrinkage: Tuple[float, float] = Config.offset_shrinkage) -> np.ndarray:
     """Predictions ``[E, Q]`` of a baseline computed from the training ratings (no network).
 
     ``global_mean``: the mean training rating. ``item_mean``: the item's mean
