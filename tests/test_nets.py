@@ -56,6 +56,61 @@ def test_max_pool_matches_flax():
     np.testing.assert_array_equal(np.asarray(nets.max_pool_2x2(x)), np.asarray(nn.max_pool(x, (2, 2), (2, 2))))
 
 
+def test_max_pool_derivatives_equal_jnp_max_including_ties():
+    # max_pool_2x2 writes its derivative rule out (for speed); it must give jnp.max's derivatives exactly,
+    # ties included (split equally), to first and second order, forward and reverse
+    def plain(x):
+        b, h, w, c = x.shape
+        return x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+    x = jnp.round(2 * jax.random.normal(jax.random.key(0), (2, 7, 9, 3)))  # integers: many exact ties
+    v = jax.random.normal(jax.random.key(1), x.shape)
+
+    def objective(pool):
+        return lambda x: jnp.sum(jnp.sin(pool(x) * jnp.arange(1.0, 4.0)))
+
+    derivatives = {
+        "grad": lambda f: jax.grad(f)(x),
+        "jvp": lambda f: jax.jvp(f, (x,), (v,))[1],
+        "forward over reverse": lambda f: jax.jvp(jax.grad(f), (x,), (v,))[1],
+        "reverse over reverse": lambda f: jax.grad(lambda y: jnp.vdot(jax.grad(f)(y), v))(x),
+        "vmapped grad": lambda f: jax.vmap(jax.grad(f))(x[:, None]),
+    }
+    for name, derivative in derivatives.items():
+        np.testing.assert_allclose(np.asarray(derivative(objective(nets.max_pool_2x2))),
+                                   np.asarray(derivative(objective(plain))), rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("size", [6, 7])
+def test_fused_block_equals_conv_norm_relu_pool_layers(size):
+    from jaxmeta.nets.layers import conv_norm_relu_pool
+
+    x = jax.random.normal(jax.random.key(0), (5, size, size, 3))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    scale = jnp.array([1.5, -0.5, 0.0, 2.0])  # a negative and a zero scale: the sign folding must hold
+    bias = jnp.array([0.1, 0.2, -0.3, 0.0])
+
+    def layers(kernel, scale, bias, conv_bias):
+        params = {"params": {"kernel": kernel, "bias": conv_bias}}
+        y = nets.PatchConv(4).apply(params, x)
+        y = nets.TaskBatchNorm().apply({"params": {"scale": scale, "bias": bias}}, y)
+        return nets.max_pool_2x2(jax.nn.relu(y))
+
+    def fused(kernel, scale, bias, conv_bias):
+        return conv_norm_relu_pool(x, kernel, scale, bias)
+
+    args = (kernel, scale, bias, jnp.array([0.3, -1.0, 2.0, 0.5]))  # the conv bias cancels in batch norm
+    np.testing.assert_allclose(np.asarray(fused(*args)), np.asarray(layers(*args)), rtol=1e-5, atol=1e-5)
+    w = jax.random.normal(jax.random.key(2), fused(*args).shape)
+    grads = [jax.grad(lambda *a, f=f: jnp.vdot(jnp.tanh(f(*a)), w), argnums=(0, 1, 2, 3))(*args)
+             for f in (layers, fused)]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+    low = conv_norm_relu_pool(x, kernel, scale, bias, dtype=jnp.bfloat16)
+    assert low.dtype == jnp.bfloat16 and low.shape == (5, size // 2, size // 2, 4)
+    np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(fused(*args)), rtol=0.1, atol=0.1)
+
+
 def test_stateful_linen_modules_are_rejected():
     class WithBN(nn.Module):
         @nn.compact
@@ -80,10 +135,11 @@ def test_bad_network_arguments():
         nets.mlp((0,), 1)
 
 
+@pytest.mark.parametrize("c_in", [1, 3])  # one channel has its own layout (patches as rows)
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [3, 7, 8])
-def test_patch_conv_equals_flax_conv(stride, size):
-    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+def test_patch_conv_equals_flax_conv(stride, size, c_in):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, c_in))
     conv, patch = nn.Conv(5, (3, 3), strides=(stride, stride), padding="SAME"), nets.PatchConv(5, stride)
     params = conv.init(jax.random.key(1), x)
     np.testing.assert_allclose(np.asarray(patch.apply(params, x)), np.asarray(conv.apply(params, x)), rtol=1e-5,
@@ -96,18 +152,17 @@ def test_conv4_last_pool_option():
     assert net.apply(p, jnp.zeros((2, 28, 28, 1))).shape == (2, 3 * 3 * 64)
 
 
-def test_maml_meta_gradient_is_the_same_for_every_conv_lowering_and_batching():
-    import optax
-
+@pytest.mark.parametrize("downsample", ["stride", "max_pool"])  # max_pool: im2col runs the fused block
+def test_maml_meta_gradient_is_the_same_for_every_conv_lowering_and_batching(downsample):
     from jaxmeta import learners, losses, scenarios, train
 
-    data = jax.random.uniform(jax.random.key(0), (6, 4, 8, 8, 1))
+    data = jax.random.uniform(jax.random.key(0), (6, 4, 14, 14, 1))  # 14 -> 7 -> 3: an odd map is cropped
     eps = scenarios.fewshot_episodes(jax.random.key(1), data, num_tasks=3, ways=2, shots=1, queries=2)
     results = {}
     # every batching with XLA's convolutions; the im2col lowering with vmap, where it replaces the per-task
     # weights' batched convolution (batching and lowering are independent code paths)
     for impl, batchings in (("xla", ("loop",) + train.BATCHING), ("im2col", ("vmap",))):
-        net = nets.conv4(out=2, blocks=2, channels=4, downsample="stride", readout="mean", conv_impl=impl)
+        net = nets.conv4(out=2, blocks=2, channels=4, downsample=downsample, readout="mean", conv_impl=impl)
         learner = learners.maml(net, losses.softmax_cross_entropy, inner_lr=0.4, inner_steps=2)
         params = learner.init(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], eps))
 

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxmeta.nets.base import Network, from_linen
-from jaxmeta.nets.layers import PatchConv, TaskBatchNorm, max_pool_2x2
+from jaxmeta.nets.layers import PatchConv, TaskBatchNorm, conv_norm_relu_pool, max_pool_2x2
 
 __all__ = ["conv4", "Conv4"]
 
@@ -34,6 +34,13 @@ class Conv4(nn.Module):
             x = x.astype(self.dtype)
         for i in range(self.blocks):
             stride = 2 if self.downsample == "stride" else 1
+            pool = self.downsample == "max_pool" and (self.last_pool or i < self.blocks - 1)
+            if self.conv_impl == "im2col" and self.norm == "batch" and pool:
+                # the same four layers (same parameters), fused into fewer passes over the activations
+                kernel, _ = PatchConv(self.channels, dtype=self.dtype, name=f"conv_{i}").weights(x.shape[-1])
+                scale, bias = TaskBatchNorm(dtype=self.dtype, name=f"norm_{i}").weights(self.channels)
+                x = conv_norm_relu_pool(x, kernel, scale, bias, dtype=self.dtype)
+                continue
             if self.conv_impl == "im2col":
                 x = PatchConv(self.channels, stride, dtype=self.dtype, name=f"conv_{i}")(x)
             else:
@@ -44,7 +51,7 @@ class Conv4(nn.Module):
             elif self.norm == "layer":
                 x = nn.GroupNorm(num_groups=1, dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.relu(x)
-            if self.downsample == "max_pool" and (self.last_pool or i < self.blocks - 1):
+            if pool:
                 x = max_pool_2x2(x)
         if self.readout == "mean":
             x = x.mean(axis=(1, 2))
