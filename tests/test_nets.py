@@ -83,8 +83,6 @@ def test_max_pool_derivatives_equal_jnp_max_including_ties():
 
 @pytest.mark.parametrize("size", [6, 7])
 def test_fused_block_equals_conv_norm_relu_pool_layers(size):
-    from jaxmeta.nets.layers import conv_norm_relu_pool
-
     x = jax.random.normal(jax.random.key(0), (5, size, size, 3))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
     scale = jnp.array([1.5, -0.5, 0.0, 2.0])  # a negative and a zero scale: the sign folding must hold
@@ -97,7 +95,7 @@ def test_fused_block_equals_conv_norm_relu_pool_layers(size):
         return nets.max_pool_2x2(jax.nn.relu(y))
 
     def fused(kernel, scale, bias, conv_bias):
-        return conv_norm_relu_pool(x, kernel, scale, bias)
+        return nets.conv_norm_relu_pool(x, kernel, scale, bias)
 
     args = (kernel, scale, bias, jnp.array([0.3, -1.0, 2.0, 0.5]))  # the conv bias cancels in batch norm
     np.testing.assert_allclose(np.asarray(fused(*args)), np.asarray(layers(*args)), rtol=1e-5, atol=1e-5)
@@ -106,7 +104,7 @@ def test_fused_block_equals_conv_norm_relu_pool_layers(size):
              for f in (layers, fused)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
-    low = conv_norm_relu_pool(x, kernel, scale, bias, dtype=jnp.bfloat16)
+    low = nets.conv_norm_relu_pool(x, kernel, scale, bias, dtype=jnp.bfloat16)
     assert low.dtype == jnp.bfloat16 and low.shape == (5, size // 2, size // 2, 4)
     np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(fused(*args)), rtol=0.1, atol=0.1)
 

@@ -98,7 +98,10 @@ def conv4(
         reference code does on Omniglot).
       conv_impl: ``"xla"`` (``lax.conv``) or ``"im2col"`` (patches + matmul,
         :class:`jaxmeta.nets.PatchConv`): same parameters, same outputs; pick the
-        faster for your backend and batching (see benchmarks/).
+        faster for your backend and batching (see benchmarks/). With ``"im2col"``,
+        batch norm and max-pooling, each block runs as one
+        :func:`jaxmeta.nets.conv_norm_relu_pool` (pooling before normalisation,
+        exact; the conv bias, which batch norm cancels, is kept but unused).
       last_pool: pool after the last block too (``False`` keeps the last
         block's 3x3 map on 28x28 inputs: a 576-d embedding instead of 64-d).
       dtype: computation dtype (e.g. ``jnp.bfloat16``); params stay float32.
