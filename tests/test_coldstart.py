@@ -337,6 +337,53 @@ def test_table_baselines_match_a_per_user_loop():
             coldstart_main.check_config(coldstart_main.Config(offset_shrinkage=bad))
 
 
+def test_mf_baseline_fits_the_training_ratings_and_folds_in_each_user_by_ridge():
+    from experiments.coldstart import main as coldstart_main
+
+    data = coldstart.coldstart_data(coldstart.synthetic_ratings(jax.random.key(0), num_users=60, num_items=40))
+    split = coldstart.coldstart_split(jax.random.key(1), data)
+    shrink = (2.0, 3.0)
+    factors = coldstart_main.fit_item_factors(data, split, factors=3, penalty=1.0, shrinkage=shrink)
+    rated = np.bincount(data.item[split.train], minlength=data.num_items) > 0
+    assert factors.shape == (data.num_items, 3) and rated.any() and not rated.all()
+    np.testing.assert_array_equal(factors[~rated], 0.0)  # items without training ratings: no factors
+    eps = coldstart.coldstart_episodes(jax.random.key(2), data, split, scenario="new_user_existing_item",
+                                       support_shots=4, query_shots=5, pad_support_to=6).episodes
+    offset = coldstart_main.table_predictions("user_offset", data, split, eps, shrinkage=shrink)
+    pred = coldstart_main.table_predictions("mf", data, split, eps, shrinkage=shrink, item_factors=factors,
+                                            fold_penalty=0.5)
+    train_r, train_i = data.rating[split.train].astype(np.float64), data.item[split.train]
+    mu = train_r.mean()
+    for e in range(pred.shape[0]):  # a per-user loop: ridge on the support residuals after the offset baseline
+        m = np.asarray(eps.support_mask[e]) > 0
+        s_items = np.asarray(eps.aux["support_item"][e])[m]
+        bias = np.array([(train_r[train_i == i] - mu).sum() / ((train_i == i).sum() + shrink[0]) for i in s_items])
+        resid = np.asarray(eps.support_y[e, :, 0], np.float64)[m] - mu - bias
+        resid = resid - resid.sum() / (m.sum() + shrink[1])
+        q = factors[s_items]
+        user = np.linalg.solve(q.T @ q + 0.5 * np.eye(3), q.T @ resid)
+        expected = offset[e] + factors[np.asarray(eps.aux["query_item"][e])] @ user
+        np.testing.assert_allclose(pred[e], expected, rtol=1e-4, atol=1e-4)
+    # the factors explain part of the training residuals that the offset baseline leaves: each training
+    # user's ridge fit on the item factors (what ALS solves for) lowers their squared error
+    users, items = data.user[split.train], data.item[split.train]
+    mean, item_bias = coldstart_main._baseline_biases(data, split, shrink)
+    resid = train_r - mean - item_bias[items]
+    resid -= (np.bincount(users, resid, data.num_users)
+              / (np.bincount(users, minlength=data.num_users) + shrink[1]))[users]
+    before = after = 0.0
+    for u in np.unique(users):
+        q, r = factors[items[users == u]], resid[users == u]
+        fit = coldstart_main._ridge_solve(q[None], r[None], np.ones((1, r.size)), 1.0)[0]
+        before, after = before + (r ** 2).sum(), after + ((r - q @ fit) ** 2).sum()
+    assert after < 0.9 * before
+    with pytest.raises(ValueError, match="item_factors"):
+        coldstart_main.table_predictions("mf", data, split, eps)
+    for bad in dict(mf_factors=0), dict(mf_penalty=(1.0, 0.0)), dict(mf_penalty=(1.0,)):
+        with pytest.raises(ValueError, match="mf_"):
+            coldstart_main.check_config(coldstart_main.Config(**bad))
+
+
 def test_coldstart_help(capsys):
     from experiments.coldstart import main as coldstart_main
 
@@ -351,7 +398,7 @@ def test_coldstart_help(capsys):
 def test_coldstart_tiny_run_writes_results_and_plot(tmp_path):
     from experiments.coldstart import main as coldstart_main
 
-    methods = ["maml", "ridge", "pretrained", "finetuned", "global_mean", "item_mean", "user_offset"]
+    methods = ["maml", "ridge", "pretrained", "finetuned", "global_mean", "item_mean", "user_offset", "mf"]
     args = ["--quick", "--workdir", str(tmp_path), "--steps", "4", "--steps-per-call", "2", "--no-progress",
             "--shots", "5", "10", "--scenarios", "new_user_existing_item", "--methods", *methods,
             "--hidden", "8", "--embed-dim", "4", "--finetune-steps", "2", "--inner-steps", "1",

@@ -7,7 +7,9 @@ decision layers per user; ``ridge`` (R2-D2 / ALPaCA style) puts a closed-form
 Bayesian linear head, solved per user on the support ratings with meta-learned
 prior and precisions, on meta-learned features of the same body. Baselines run
 on the same splits and test episodes: global mean, item mean, ``user_offset``
-(item mean + the user's shrunk offset from the support ratings), the same network
+(item mean + the user's shrunk offset from the support ratings), ``mf`` (matrix
+factorisation of the training ratings, the new user folded in by ridge
+regression on the support ratings), the same network
 trained on all training users without adaptation ("pretrained": MAML with zero
 inner steps), and that network fine-tuned on each user's support set
 ("finetuned").
@@ -48,7 +50,7 @@ from jaxmeta.scenarios import coldstart
 
 META_METHODS = ("maml", "meta_sgd", "fomaml", "ridge")
 NET_BASELINES = ("pretrained", "finetuned")
-TABLE_BASELINES = ("global_mean", "item_mean", "user_offset")
+TABLE_BASELINES = ("global_mean", "item_mean", "user_offset", "mf")
 METHODS = META_METHODS + NET_BASELINES + TABLE_BASELINES
 METRICS = ("mae", "rmse", "ndcg3")
 HEADLINE = ("new_user_existing_item", 10)
@@ -57,7 +59,8 @@ HEADLINE = ("new_user_existing_item", 10)
 @dataclasses.dataclass(frozen=True)
 class Config:
     methods: Tuple[str, ...] = dataclasses.field(
-        default=("maml", "meta_sgd", "ridge", "pretrained", "finetuned", "global_mean", "item_mean", "user_offset"),
+        default=("maml", "meta_sgd", "ridge", "pretrained", "finetuned", "global_mean", "item_mean", "user_offset",
+                 "mf"),
         metadata={"help": f"methods to run, from {METHODS}"})
     scenarios: Tuple[str, ...] = dataclasses.field(default=coldstart.SCENARIOS, metadata={"help": "test scenarios"})
     shots: Tuple[int, ...] = dataclasses.field(default=(5, 10, 20), metadata={"help": "support sizes K at test time"})
@@ -80,6 +83,10 @@ class Config:
     item_dropout: float = dataclasses.field(default=0.1, metadata={"help": "training rate of hiding the item id"})
     offset_shrinkage: Tuple[float, float] = dataclasses.field(default=(5.0, 5.0), metadata={
         "help": "user_offset baseline: pseudo-counts pulling the item bias and the user offset toward 0"})
+    mf_factors: int = dataclasses.field(default=10, metadata={"help": "mf baseline: latent factors per item"})
+    mf_penalty: Tuple[float, float] = dataclasses.field(default=(10.0, 2.0), metadata={
+        "help": "mf baseline: ridge penalty of the factors in training (ALS) and of a new user's fold-in "
+                "(chosen on the dev split)"})
     rating_shift: float = dataclasses.field(
         default=0.0, metadata={"help": "meta-augmentation: random per-user rating offset range in training"})
     user_features: bool = dataclasses.field(
@@ -97,7 +104,8 @@ class Config:
 
 
 QUICK = {"steps": 200, "steps_per_call": 100, "shots": (5, 10), "methods": ("maml", "pretrained", "finetuned",
-                                                                         "global_mean", "item_mean", "user_offset")}
+                                                                         "global_mean", "item_mean", "user_offset",
+                                                                         "mf")}
 
 
 def check_config(config: Config) -> None:
@@ -111,6 +119,9 @@ def check_config(config: Config) -> None:
         raise ValueError(f"loss: expected 'mse' or 'mae', got {config.loss!r}.")
     if len(config.train_shots) not in (1, 2):
         raise ValueError(f"train_shots: expected K or (min K, max K), got {config.train_shots}.")
+    if config.mf_factors < 1 or len(config.mf_penalty) != 2 or min(config.mf_penalty) <= 0:
+        raise ValueError(f"mf_factors / mf_penalty: expected >= 1 factor and two positive penalties, got "
+                         f"{config.mf_factors} / {config.mf_penalty}.")
     if len(config.offset_shrinkage) != 2 or min(config.offset_shrinkage) < 0:
         raise ValueError(f"offset_shrinkage: expected two pseudo-counts >= 0 (item, user), "
                          f"got {config.offset_shrinkage}.")
@@ -224,8 +235,71 @@ def user_metrics(predictions, episodes) -> Dict[str, np.ndarray]:
     return {"mae": np.asarray(mae), "rmse": np.sqrt(np.asarray(mse)), "ndcg3": np.asarray(ndcg)}
 
 
+def _baseline_biases(data, split, shrinkage: Tuple[float, float]):
+    """``(mu, item_bias)`` of the training ratings, the bias shrunk with ``shrinkage[0]`` pseudo-ratings."""
+    ratings, items = data.rating[split.train].astype(np.float64), data.item[split.train]
+    mean = float(ratings.mean())
+    counts = np.bincount(items, minlength=data.num_items)
+    sums = np.bincount(items, ratings - mean, data.num_items)
+    return mean, sums / np.maximum(counts + shrinkage[0], 1e-12)
+
+
+def _user_offsets(residual, mask, user_shrink: float):
+    """Per-row offset ``sum(residual) / (n + b)`` over the masked entries (the last axis)."""
+    return (residual * mask).sum(-1) / np.maximum(mask.sum(-1) + user_shrink, 1e-12)
+
+
+def _ridge_solve(features, targets, mask, penalty: float):
+    """Per-row ridge regression ``[..., n, d], [..., n] -> [..., d]`` over the masked examples."""
+    f = features * mask[..., None]
+    gram = np.einsum("...nd,...ne->...de", f, f) + penalty * np.eye(features.shape[-1])
+    return np.linalg.solve(gram, np.einsum("...nd,...n->...d", f, targets)[..., None])[..., 0]
+
+
+def fit_item_factors(data, split, *, factors: int = Config.mf_factors, penalty: float = Config.mf_penalty[0],
+                     shrinkage: Tuple[float, float] = Config.offset_shrinkage, iterations: int = 15,
+                     seed: int = 0) -> np.ndarray:
+    """Item factors ``[items, factors]`` of the ``mf`` baseline: alternating least squares on the training ratings.
+
+    The targets are the residuals of the ``user_offset`` baseline (each training
+    user's offset from all of the user's training ratings); user and item factors
+    are solved in turn, each a ridge regression with ``penalty``. Items without
+    training ratings (new items) get zero factors.
+
+    Example:
+      >>> import jax
+      >>> from jaxmeta.scenarios import coldstart
+      >>> data = coldstart.coldstart_data(coldstart.synthetic_ratings(jax.random.key(0)))
+      >>> split = coldstart.coldstart_split(jax.random.key(1), data)
+      >>> fit_item_factors(data, split, factors=3).shape == (data.num_items, 3)
+      True
+    """
+    mean, item_bias = _baseline_biases(data, split, shrinkage)
+    users, items = data.user[split.train], data.item[split.train]
+    residual = data.rating[split.train].astype(np.float64) - mean - item_bias[items]
+    n_users = data.num_users
+    offsets = (np.bincount(users, residual, n_users)
+               / np.maximum(np.bincount(users, minlength=n_users) + shrinkage[1], 1e-12))
+    residual = residual - offsets[users]
+    rng = np.random.default_rng(seed)
+    user_f = rng.normal(0.0, 0.1, (n_users, factors))
+    item_f = rng.normal(0.0, 0.1, (data.num_items, factors))
+
+    def solve_rows(rows, n, feats):  # every row's ridge regression at once, from per-row sums
+        gram = np.stack([np.bincount(rows, feats[:, a] * feats[:, b], n)
+                         for a in range(factors) for b in range(factors)], -1).reshape(n, factors, factors)
+        rhs = np.stack([np.bincount(rows, feats[:, a] * residual, n) for a in range(factors)], -1)
+        return np.linalg.solve(gram + penalty * np.eye(factors), rhs[..., None])[..., 0]
+
+    for _ in range(iterations):
+        user_f = solve_rows(users, n_users, item_f[items])
+        item_f = solve_rows(items, data.num_items, user_f[users])
+    return item_f
+
+
 def table_predictions(method: str, data, split, episodes, *,
-                      shrinkage: Tuple[float, float] = Config.offset_shrinkage) -> np.ndarray:
+                      shrinkage: Tuple[float, float] = Config.offset_shrinkage, item_factors=None,
+                      fold_penalty: float = Config.mf_penalty[1]) -> np.ndarray:
     """Predictions ``[E, Q]`` of a baseline computed from the training ratings (no network).
 
     ``global_mean``: the mean training rating. ``item_mean``: the item's mean
@@ -234,7 +308,10 @@ def table_predictions(method: str, data, split, episodes, *,
     bias ``b_i = sum(r - mu) / (n_i + a)`` over the item's training ratings +
     user offset ``b_u = sum(r - mu - b_i) / (K + b)`` over the user's support
     ratings, with pseudo-counts ``(a, b) = shrinkage`` pulling both toward 0
-    (new items: ``b_i = 0``).
+    (new items: ``b_i = 0``). ``mf`` (matrix factorisation with fold-in):
+    ``user_offset`` + ``q_i . p_u``, with ``item_factors`` ``q`` from
+    :func:`fit_item_factors` and the new user's ``p_u`` the ridge regression
+    (``fold_penalty``) of the support residuals on their items' factors.
 
     Example:
       >>> import jax
@@ -246,24 +323,25 @@ def table_predictions(method: str, data, split, episodes, *,
       >>> table_predictions("user_offset", data, split, test.episodes).shape == test.episodes.query_y.shape[:2]
       True
     """
-    train_ratings, train_items = data.rating[split.train].astype(np.float64), data.item[split.train]
-    mean = float(train_ratings.mean())
-    items = np.asarray(episodes.aux["query_item"])
-    if method == "global_mean":
-        return np.full(items.shape, mean, np.float32)
-    counts = np.bincount(train_items, minlength=data.num_items)
-    sums = np.bincount(train_items, train_ratings - mean, data.num_items)
-    if method == "item_mean":  # new items: no ratings -> global mean
-        return (mean + sums / np.maximum(counts, 1))[items].astype(np.float32)
-    if method != "user_offset":
+    if method not in TABLE_BASELINES:
         raise ValueError(f"methods: {method!r} is not a table baseline; choose from {TABLE_BASELINES}.")
-    item_shrink, user_shrink = shrinkage
-    item_bias = sums / np.maximum(counts + item_shrink, 1e-12)
+    items = np.asarray(episodes.aux["query_item"])
+    if method in ("global_mean", "item_mean"):
+        mean, item_mean = _baseline_biases(data, split, (0.0, 0.0))  # new items: no ratings -> global mean
+        return np.broadcast_to(mean if method == "global_mean" else (mean + item_mean)[items],
+                               items.shape).astype(np.float32)
+    mean, item_bias = _baseline_biases(data, split, shrinkage)
     support_items = np.asarray(episodes.aux["support_item"])
     mask = np.asarray(episodes.support_mask, np.float64)
-    residual = (np.asarray(episodes.support_y, np.float64)[..., 0] - mean - item_bias[support_items]) * mask
-    offset = residual.sum(-1) / np.maximum(mask.sum(-1) + user_shrink, 1e-12)
-    return (mean + item_bias[items] + offset[:, None]).astype(np.float32)
+    residual = np.asarray(episodes.support_y, np.float64)[..., 0] - mean - item_bias[support_items]
+    offset = _user_offsets(residual, mask, shrinkage[1])
+    pred = mean + item_bias[items] + offset[:, None]
+    if method == "mf":
+        if item_factors is None:
+            raise ValueError("mf: pass item_factors=fit_item_factors(data, split, ...).")
+        user_f = _ridge_solve(item_factors[support_items], residual - offset[:, None], mask, fold_penalty)
+        pred = pred + np.einsum("eqd,ed->eq", item_factors[items], user_f)
+    return pred.astype(np.float32)
 
 
 def headline_check(results: dict, values: dict, methods) -> dict:
@@ -361,6 +439,9 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         timings[trained_as] = {"wall_seconds": seconds, "train_seconds": trained}
         print(f"{trained_as:>12}  trained {config.steps} steps in {seconds:.1f}s", flush=True)
 
+    item_factors = (fit_item_factors(data, split, factors=config.mf_factors, penalty=config.mf_penalty[0],
+                                     shrinkage=config.offset_shrinkage, seed=config.seed)
+                    if "mf" in config.methods else None)
     predictors = {m: make_predictor(build_learner(config, net_for(m), m, test=True, mean_rating=mean_rating),
                                     config.eval_batch)
                   for m in config.methods if m not in TABLE_BASELINES}
@@ -370,7 +451,8 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         cell = results.setdefault(scenario, {}).setdefault(str(k), {})
         for method in config.methods:
             if method in TABLE_BASELINES:
-                pred = table_predictions(method, data, split, episodes, shrinkage=config.offset_shrinkage)
+                pred = table_predictions(method, data, split, episodes, shrinkage=config.offset_shrinkage,
+                                         item_factors=item_factors, fold_penalty=config.mf_penalty[1])
             else:
                 trained_as = "pretrained" if method == "finetuned" else method
                 pred = predictors[method](params[trained_as], episodes, eval_key)
