@@ -88,7 +88,7 @@ def suite_reference(quick, peak):
 
 def suite_lowering(quick, peak):
     configs = []
-    for batching in ("vmap", "map", "unroll"):
+    for batching in ("vmap", "map", "unroll", "accumulate"):
         for conv in ("xla", "im2col"):
             configs.append((f"{batching} + {conv}", "jaxmeta", _ref(batching=batching, conv_impl=conv)))
     rows = _finish(_rows(configs, quick), peak)

@@ -80,8 +80,8 @@ def test_vmapped_loss_equals_mean_of_per_episode_losses(kind, factory):
     np.testing.assert_allclose(float(metrics["loss"]), float(np.mean(singles)), rtol=2e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("batching", ["map", "unroll"])
-@pytest.mark.parametrize("kind,factory", [c for c in learner_cases() if c.id in ("maml-classification", "meta_sgd-regression", "reptile-regression")])
+@pytest.mark.parametrize("batching", ["map", "unroll", "accumulate"])
+@pytest.mark.parametrize("kind,factory", [c for c in learner_cases() if c.id in ("maml-classification", "meta_sgd-regression", "reptile-regression", "protonet-classification")])
 def test_batching_strategies_agree(kind, factory, batching):
     learner = factory()
     opt = optax.adam(1e-2)

@@ -127,6 +127,29 @@ def test_remat_bounds_xla_temporaries_as_inner_steps_grow():
     assert plain > 3.0 and remat < 1.5, (plain, remat)
 
 
+def test_accumulate_batching_holds_one_episode_at_a_time():
+    """batching='accumulate' sums per-episode meta-gradients in a loop: XLA's temporaries are about one
+    episode's, where vmap's (and map's, whose backward keeps every episode's residuals) are the batch's."""
+    import optax
+
+    from jaxmeta import train
+
+    net = nets.mlp((64, 64), 1, activation=jnp.tanh)
+    rng = np.random.default_rng(6)
+    eps = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32)
+                    for s in ((8, 512, 1), (8, 512, 1), (8, 512, 1), (8, 512, 1))))
+    learner = learners.maml(net, losses.squared_error, inner_lr=0.01, inner_steps=2)
+    opt = optax.sgd(0.1)
+    state = train.init_state(learner, opt, jax.random.key(0), eps)
+
+    def temp_mb(batching):
+        step = train.make_meta_step(learner, opt, batching=batching)
+        return step.lower(state, eps, jax.random.key(1)).compile().memory_analysis().temp_size_in_bytes / 2**20
+
+    vmap, map_, accumulate = temp_mb("vmap"), temp_mb("map"), temp_mb("accumulate")
+    assert accumulate < vmap / 4 and accumulate < map_ / 4, (vmap, map_, accumulate)
+
+
 def test_reptile_gradient_is_theta_minus_phi():
     net = nets.mlp((6,), 1)
     rng = np.random.default_rng(4)

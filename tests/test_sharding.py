@@ -49,6 +49,12 @@ SCRIPT = textwrap.dedent('''
         assert "multiple of the 4 devices" in str(err)
     else:
         raise AssertionError("a meta-batch of 6 on 4 devices should be rejected")
+    try:
+        train.make_meta_step(cases[0][0], optax.sgd(0.1), batching="accumulate", mesh=train.episode_mesh())
+    except ValueError as err:
+        assert "accumulate" in str(err)
+    else:
+        raise AssertionError("batching='accumulate' with a mesh should be rejected")
     print("SHARDED-OK")
 ''')
 

@@ -76,7 +76,8 @@ def fit(
       device_sampling: sample inside the compiled loop (no host round trip).
       steps_per_call: with device sampling, meta-steps per compiled call
         (``lax.scan``); log/eval/checkpoint intervals must be multiples of it.
-      batching: episode mapping (``"vmap"``, ``"map"``, ``"unroll"``).
+      batching: episode mapping (``"vmap"``, ``"map"``, ``"unroll"``, ``"accumulate"``; see
+        :func:`jaxmeta.train.make_meta_step`).
       mesh: optional device mesh to shard the episode axis over.
       eval_fn: ``eval_fn(meta_params) -> dict`` (e.g. a partial of
         :func:`jaxmeta.train.evaluate`), run every ``eval_every`` steps and at

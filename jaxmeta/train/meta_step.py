@@ -36,7 +36,7 @@ __all__ = [
     "step_keys",
 ]
 
-BATCHING = ("vmap", "map", "unroll")
+BATCHING = ("vmap", "map", "unroll", "accumulate")
 # meta-steps per compiled program on CPU (see make_train_loop's ``unroll``)
 CPU_UNROLL_LIMIT = 16
 
@@ -111,7 +111,11 @@ def map_episodes(fn: Callable, episodes: Episode, keys: jax.Array, batching: str
       memory; small compiled program);
     * ``"unroll"``: a Python loop inside the trace, so each task is its own
       straight-line code. On XLA:CPU this avoids the grouped convolutions that
-      ``vmap`` makes of per-task conv weights, at the cost of compile time.
+      ``vmap`` makes of per-task conv weights, at the cost of compile time;
+    * ``"accumulate"``: as ``"map"`` here; in :func:`make_meta_step` each
+      episode's meta-gradient is also computed inside the loop and summed, so
+      the step holds one episode's activations at a time (the way a PyTorch
+      loop over tasks runs).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -123,7 +127,7 @@ def map_episodes(fn: Callable, episodes: Episode, keys: jax.Array, batching: str
     _check_batching(batching)
     if batching == "vmap":
         return jax.vmap(fn)(episodes, keys)
-    if batching == "map":
+    if batching in ("map", "accumulate"):
         return lax.map(lambda args: fn(*args), (episodes, keys))
     n = episode_batch_size(episodes)
     outs = [fn(take_episodes(episodes, i), keys[i]) for i in range(n)]
@@ -160,10 +164,13 @@ def _mean_metrics(losses, metrics) -> dict:
     return out
 
 
-def _sharded(fn, mesh, axis_name):
+def _sharded(fn, mesh, axis_name, batching):
     """Constrains the episode axis of a function's ``episodes`` argument to a mesh axis."""
     if mesh is None:
         return fn
+    if batching == "accumulate":
+        raise ValueError("batching='accumulate' runs the episodes one after another, so it cannot shard them "
+                         "over a mesh: use batching='vmap' with a mesh.")
     from jax.sharding import NamedSharding, PartitionSpec
 
     shard = NamedSharding(mesh, PartitionSpec(axis_name))
@@ -175,6 +182,25 @@ def _sharded(fn, mesh, axis_name):
     return constrained
 
 
+def _accumulated_grads(learner, params, episodes: Episode, key: jax.Array):
+    """The mean loss's gradient as a sum of per-episode gradients, one episode at a time (``lax.scan``)."""
+    n = episode_batch_size(episodes)
+
+    def one(total, args):
+        ep, k = args
+
+        def loss(p):
+            value, metrics = learner.loss(p, learner.adapt(p, ep, k), ep)
+            return value, (value, metrics)
+
+        grads, out = jax.grad(loss, has_aux=True)(params)
+        return jax.tree_util.tree_map(jnp.add, total, grads), out
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    total, (losses, metrics) = lax.scan(one, zeros, (episodes, jax.random.split(key, n)))
+    return jax.tree_util.tree_map(lambda g: g / n, total), (losses, metrics)
+
+
 def _raw_meta_step(learner, optimizer, batching):
     def step(state: MetaState, episodes: Episode, key: jax.Array):
         validate_episode(episodes, batched=True, check_values=False)  # shapes/dtypes, at trace time only
@@ -182,7 +208,10 @@ def _raw_meta_step(learner, optimizer, batching):
             losses, metrics = episode_metrics(learner, params, episodes, key, batching)
             return jnp.mean(losses), (losses, metrics)
 
-        grads, (losses, metrics) = jax.grad(objective, has_aux=True)(state.params)
+        if batching == "accumulate":
+            grads, (losses, metrics) = _accumulated_grads(learner, state.params, episodes, key)
+        else:
+            grads, (losses, metrics) = jax.grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         out = _mean_metrics(losses, metrics)
@@ -211,8 +240,10 @@ def make_meta_step(
     Args:
       learner: any :class:`MetaLearner`.
       optimizer: the outer optax optimizer.
-      batching: how the episode axis is mapped: ``"vmap"``, ``"map"`` or
-        ``"unroll"`` (see :func:`map_episodes`); all give the same numbers.
+      batching: how the episode axis is mapped: ``"vmap"``, ``"map"``,
+        ``"unroll"`` or ``"accumulate"`` (per-episode meta-gradients summed in a
+        loop: the least memory; see :func:`map_episodes`); all give the same
+        numbers.
       mesh: optional ``jax.sharding.Mesh``; the episode axis is then sharded
         over its ``axis_name`` axis and the parameters replicated. The same
         code runs on one device or many; the results equal the single-device
@@ -241,7 +272,7 @@ def make_meta_step(
     _check_learner(learner)
     _check_optimizer(optimizer)
     _check_batching(batching)
-    step = _sharded(_raw_meta_step(learner, optimizer, batching), mesh, axis_name)
+    step = _sharded(_raw_meta_step(learner, optimizer, batching), mesh, axis_name, batching)
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0,) if donate else ())
@@ -349,7 +380,7 @@ def make_train_loop(
     if steps < 1:
         raise ValueError(f"steps: expected a positive number of meta-steps per call, got {steps}.")
     raw = _sharded(_raw_meta_step(_check_learner(learner), _check_optimizer(optimizer), _check_batching(batching)),
-                   mesh, axis_name)
+                   mesh, axis_name, batching)
 
     def body(state, _, key):
         sample_key, step_key = step_keys(key, state.step)
