@@ -149,13 +149,12 @@ def episode_metrics(learner: MetaLearner, meta_params, episodes: Episode, key: j
       (4,)
     """
     keys = jax.random.split(key, episode_batch_size(episodes))
+    return map_episodes(functools.partial(_episode_loss, learner, meta_params), episodes, keys, batching)
 
-    def one(ep, k):
-        task_params = learner.adapt(meta_params, ep, k)
-        loss, metrics = learner.loss(meta_params, task_params, ep)
-        return loss, metrics
 
-    return map_episodes(one, episodes, keys, batching)
+def _episode_loss(learner: MetaLearner, meta_params, episode: Episode, key: jax.Array):
+    """``(loss, metrics)`` of one episode: adapt on its support set, score its query set."""
+    return learner.loss(meta_params, learner.adapt(meta_params, episode, key), episode)
 
 
 def _mean_metrics(losses, metrics) -> dict:
@@ -187,10 +186,8 @@ def _accumulated_grads(learner, params, episodes: Episode, key: jax.Array):
     n = episode_batch_size(episodes)
 
     def one(total, args):
-        ep, k = args
-
         def loss(p):
-            value, metrics = learner.loss(p, learner.adapt(p, ep, k), ep)
+            value, metrics = _episode_loss(learner, p, *args)
             return value, (value, metrics)
 
         grads, out = jax.grad(loss, has_aux=True)(params)
@@ -208,7 +205,7 @@ def _raw_meta_step(learner, optimizer, batching):
             losses, metrics = episode_metrics(learner, params, episodes, key, batching)
             return jnp.mean(losses), (losses, metrics)
 
-        if batching == "accumulate":
+        if batching == "accumulate":  # one episode's gradient at a time, summed
             grads, (losses, metrics) = _accumulated_grads(learner, state.params, episodes, key)
         else:
             grads, (losses, metrics) = jax.grad(objective, has_aux=True)(state.params)
