@@ -53,6 +53,8 @@ def test_omniglot_rejects_unknown_run(tmp_path):
 
     with pytest.raises(ValueError, match="cannot parse"):
         omniglot.parse_run("protonet_5way")
+    with pytest.raises(ValueError, match="maml_batching"):
+        omniglot.maml_batching(omniglot.Config(maml_batching="pmap"))
 
 
 @pytest.mark.data
@@ -68,5 +70,8 @@ def test_omniglot_tiny_run(tmp_path):
     assert set(tests) == {"5-way 1-shot", "20-way 1-shot", "20-way 1-shot within-alphabet"}
     assert tests["5-way 1-shot"]["accuracy"]["n"] == 10
     assert "accuracy_1_steps" in results["results"]["maml_5w1s"]["tests"]["5-way 1-shot"]
+    # on CPU, MAML's meta-step accumulates per-episode gradients (auto); the metric learners vmap
+    assert results["results"]["maml_5w1s"]["batching"] == "accumulate"
+    assert results["results"]["protonet_1shot"]["batching"] == "vmap"
     assert results["split"]["test_classes"] == 106
     assert (tmp_path / "learning_curves.png").exists()
