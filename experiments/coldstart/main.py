@@ -249,11 +249,16 @@ def _user_offsets(residual, mask, user_shrink: float):
     return (residual * mask).sum(-1) / np.maximum(mask.sum(-1) + user_shrink, 1e-12)
 
 
+def _ridge_from_sums(gram, rhs, penalty: float):
+    """Ridge solutions ``[..., d]`` from per-row sums ``X^T X`` ``[..., d, d]`` and ``X^T y`` ``[..., d]``."""
+    return np.linalg.solve(gram + penalty * np.eye(gram.shape[-1]), rhs[..., None])[..., 0]
+
+
 def _ridge_solve(features, targets, mask, penalty: float):
     """Per-row ridge regression ``[..., n, d], [..., n] -> [..., d]`` over the masked examples."""
     f = features * mask[..., None]
-    gram = np.einsum("...nd,...ne->...de", f, f) + penalty * np.eye(features.shape[-1])
-    return np.linalg.solve(gram, np.einsum("...nd,...n->...d", f, targets)[..., None])[..., 0]
+    return _ridge_from_sums(np.einsum("...nd,...ne->...de", f, f), np.einsum("...nd,...n->...d", f, targets),
+                            penalty)
 
 
 def fit_item_factors(data, split, *, factors: int = Config.mf_factors, penalty: float = Config.mf_penalty[0],
@@ -285,11 +290,11 @@ def fit_item_factors(data, split, *, factors: int = Config.mf_factors, penalty: 
     user_f = rng.normal(0.0, 0.1, (n_users, factors))
     item_f = rng.normal(0.0, 0.1, (data.num_items, factors))
 
-    def solve_rows(rows, n, feats):  # every row's ridge regression at once, from per-row sums
+    def solve_rows(rows, n, feats):  # every user's (or item's) ridge regression at once, from bincount sums
         gram = np.stack([np.bincount(rows, feats[:, a] * feats[:, b], n)
                          for a in range(factors) for b in range(factors)], -1).reshape(n, factors, factors)
         rhs = np.stack([np.bincount(rows, feats[:, a] * residual, n) for a in range(factors)], -1)
-        return np.linalg.solve(gram + penalty * np.eye(factors), rhs[..., None])[..., 0]
+        return _ridge_from_sums(gram, rhs, penalty)
 
     for _ in range(iterations):
         user_f = solve_rows(users, n_users, item_f[items])

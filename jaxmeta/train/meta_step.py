@@ -181,8 +181,18 @@ def _sharded(fn, mesh, axis_name, batching):
     return constrained
 
 
-def _accumulated_grads(learner, params, episodes: Episode, key: jax.Array):
-    """The mean loss's gradient as a sum of per-episode gradients, one episode at a time (``lax.scan``)."""
+def _meta_gradient(learner, params, episodes: Episode, key: jax.Array, batching: str):
+    """``(gradient of the mean episode loss, (losses [E], metrics))``.
+
+    ``accumulate`` sums per-episode gradients one episode at a time (``lax.scan``);
+    every other batching differentiates the mapped mean loss as a whole.
+    """
+    if batching != "accumulate":
+        def objective(p):
+            losses, metrics = episode_metrics(learner, p, episodes, key, batching)
+            return jnp.mean(losses), (losses, metrics)
+
+        return jax.grad(objective, has_aux=True)(params)
     n = episode_batch_size(episodes)
 
     def one(total, args):
@@ -201,14 +211,7 @@ def _accumulated_grads(learner, params, episodes: Episode, key: jax.Array):
 def _raw_meta_step(learner, optimizer, batching):
     def step(state: MetaState, episodes: Episode, key: jax.Array):
         validate_episode(episodes, batched=True, check_values=False)  # shapes/dtypes, at trace time only
-        def objective(params):
-            losses, metrics = episode_metrics(learner, params, episodes, key, batching)
-            return jnp.mean(losses), (losses, metrics)
-
-        if batching == "accumulate":  # one episode's gradient at a time, summed
-            grads, (losses, metrics) = _accumulated_grads(learner, state.params, episodes, key)
-        else:
-            grads, (losses, metrics) = jax.grad(objective, has_aux=True)(state.params)
+        grads, (losses, metrics) = _meta_gradient(learner, state.params, episodes, key, batching)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         out = _mean_metrics(losses, metrics)
