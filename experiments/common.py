@@ -131,3 +131,30 @@ def compute_dtype(name: str):
     if name == "bfloat16":
         return jnp.bfloat16
     raise ValueError(f"compute_dtype: expected 'float32' or 'bfloat16', got {name!r}.")
+
+
+MAML_BATCHING_HELP = ("how the gradient-based meta-step maps its episodes: auto (accumulate on CPU, where it is "
+                      "about 2x faster than vmap for these convolutional networks, see benchmarks/README.md; vmap "
+                      "elsewhere) | vmap | map | unroll | accumulate")
+
+
+def maml_batching(choice: str) -> str:
+    """The meta-step batching of a gradient-based learner on a convolutional network.
+
+    ``"auto"`` resolves per backend: ``"accumulate"`` on CPU (one episode's
+    meta-gradient at a time, which keeps its activations in cache), ``"vmap"``
+    elsewhere; any name in ``jaxmeta.train.BATCHING`` is returned as is.
+
+    Example:
+      >>> maml_batching("vmap")
+      'vmap'
+      >>> maml_batching("auto") in ("accumulate", "vmap")
+      True
+    """
+    from jaxmeta import train
+
+    if choice == "auto":
+        return "accumulate" if jax.default_backend() == "cpu" else "vmap"
+    if choice not in train.BATCHING:
+        raise ValueError(f"maml_batching: expected auto or one of {train.BATCHING}, got {choice!r}.")
+    return choice

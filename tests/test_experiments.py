@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from experiments import common
 from experiments.sinusoid import main as sinusoid
 
 
@@ -54,7 +55,7 @@ def test_omniglot_rejects_unknown_run(tmp_path):
     with pytest.raises(ValueError, match="cannot parse"):
         omniglot.parse_run("protonet_5way")
     with pytest.raises(ValueError, match="maml_batching"):
-        omniglot.maml_batching(omniglot.Config(maml_batching="pmap"))
+        common.maml_batching("pmap")
 
 
 @pytest.mark.data

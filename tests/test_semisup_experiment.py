@@ -26,6 +26,8 @@ def test_semisup_rejects_bad_config(tmp_path):
         semisup.main(["--workdir", str(tmp_path), "--methods", "bogus"])
     with pytest.raises(ValueError, match="labelled drawings"):
         semisup.check_config(semisup.Config(test_queries=9, test_shots=(5,)))
+    with pytest.raises(ValueError, match="maml_batching"):
+        semisup.check_config(semisup.Config(maml_batching="pmap"))
     with pytest.raises(ValueError, match="unlabelled drawings"):
         semisup.check_config(semisup.Config(sweep_unlabelled=(0, 11)))
 
@@ -48,6 +50,8 @@ def test_semisup_tiny_run(tmp_path):
     assert semisup.main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["results"]) == {"protonet", "masked_soft_kmeans"}
+    assert results["results"]["protonet"]["batching"] == "vmap"
+    assert semisup.batching(semisup.Config(), "maml") == "accumulate"  # auto, on CPU
     tests = results["results"]["masked_soft_kmeans"]["tests"]
     assert set(tests) == {"1-shot M=5 D=0", "1-shot M=5 D=5", "1-shot M=0 D=0"}
     assert tests["1-shot M=5 D=5"]["accuracy"]["n"] == 10

@@ -71,9 +71,7 @@ class Config:
     monitor_episodes: int = dataclasses.field(default=200, metadata={"help": "episodes per monitoring evaluation"})
     compute_dtype: str = dataclasses.field(default="float32", metadata={
         "help": "float32 | bfloat16 (bfloat16 compute, float32 meta-parameters)"})
-    maml_batching: str = dataclasses.field(default="auto", metadata={
-        "help": "how MAML's meta-step maps its episodes: auto (accumulate on CPU, where it is 2x faster "
-                "than vmap, see benchmarks/README.md; vmap elsewhere) | vmap | map | unroll | accumulate"})
+    maml_batching: str = dataclasses.field(default="auto", metadata={"help": common.MAML_BATCHING_HELP})
     seed: int = dataclasses.field(default=0, metadata={"help": "PRNG seed"})
 
 
@@ -123,15 +121,6 @@ def build_learner(config: Config, run: dict, ways: int, inner_steps: int | None 
     steps = config.maml_inner_steps if inner_steps is None else inner_steps
     return learners.maml(net, losses.softmax_cross_entropy, inner_lr=config.maml_inner_lr, inner_steps=steps,
                          first_order=run["method"] == "fomaml", metrics=ACC)
-
-
-def maml_batching(config: Config) -> str:
-    """The meta-step's episode batching for MAML runs (``auto``: per backend)."""
-    if config.maml_batching == "auto":
-        return "accumulate" if jax.default_backend() == "cpu" else "vmap"
-    if config.maml_batching not in train.BATCHING:
-        raise ValueError(f"maml_batching: expected auto or one of {train.BATCHING}, got {config.maml_batching!r}.")
-    return config.maml_batching
 
 
 def optimizer(config: Config, lr: float, steps: int) -> optax.GradientTransformation:
@@ -186,7 +175,7 @@ def run_one(config: Config, name: str, workdir: str, train_data, test_data, grou
                                 num_episodes=config.monitor_episodes)
         return {"test_accuracy": result["accuracy"]["mean"]}
 
-    batching = "vmap" if metric else maml_batching(config)
+    batching = "vmap" if metric else common.maml_batching(config.maml_batching)
     result = train.fit(learner, optimizer(config, lr, steps), sample, key=train_key, num_steps=steps,
                        batching=batching, device_sampling=True, steps_per_call=config.steps_per_call,
                        log_every=config.steps_per_call * max(1, 50 // config.steps_per_call),
@@ -238,7 +227,7 @@ def plot_curves(histories: Dict[str, list], path: str) -> None:
 
 def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress: bool = True,
                        fresh: bool = False) -> dict:
-    maml_batching(config)  # a bad --maml-batching fails before any work
+    common.maml_batching(config.maml_batching)  # a bad --maml-batching fails before any work
     for name in config.runs:
         run = parse_run(name)
         if run["shots"] + config.test_queries > 20:

@@ -92,6 +92,7 @@ class Config:
     maml_inner_steps: int = dataclasses.field(default=1, metadata={"help": "inner steps when training"})
     maml_test_steps: int = dataclasses.field(default=3, metadata={"help": "inner steps at test"})
     maml_lr: float = dataclasses.field(default=1e-3, metadata={"help": "outer Adam learning rate (peak)"})
+    maml_batching: str = dataclasses.field(default="auto", metadata={"help": common.MAML_BATCHING_HELP})
     maml_steps_per_call: int = dataclasses.field(default=2, metadata={"help": "MAML meta-steps per compiled call "
                                                                               "(compile time grows with it on CPU)"})
     unlabelled_weight: float = dataclasses.field(default=0.1, metadata={"help": "initial weight of the entropy term"})
@@ -140,6 +141,7 @@ def check_config(config: Config) -> None:
         total, first = getattr(config, f"{name}_steps"), getattr(config, f"{name}_warmstart_steps")
         if not 0 <= first <= total:
             raise ValueError(f"{name}_warmstart_steps: expected a number in [0, {name}_steps={total}], got {first}.")
+    common.maml_batching(config.maml_batching)
     if len(config.mask_init) != 2 or min(config.mask_init) <= 0:
         raise ValueError(f"mask_init: expected two positive numbers (beta gamma), got {config.mask_init}.")
     if config.refine_lr_scale <= 0:
@@ -162,6 +164,11 @@ def build_learner(config: Config, method: str, ways: int, inner_steps: int | Non
     if method == "maml":
         return learners.maml(net, losses.softmax_cross_entropy, **kw)
     return learners.semisup_maml(net, losses.softmax_cross_entropy, unlabelled_weight=config.unlabelled_weight, **kw)
+
+
+def batching(config: Config, method: str) -> str:
+    """The meta-step's episode batching: ``vmap`` for the metric learners, ``--maml-batching`` for MAML's."""
+    return "vmap" if method in METRIC else common.maml_batching(config.maml_batching)
 
 
 def uses_unlabelled(method: str) -> bool:
@@ -252,7 +259,8 @@ def train_method(config: Config, method: str, run_dir: str, train_pools, test_po
     chunk = config.steps_per_call if metric else config.maml_steps_per_call
     every = max(chunk, (config.monitor_every // chunk) * chunk)
     result = train.fit(learner, opt, sample, key=fit_key, num_steps=steps, state=state, device_sampling=True,
-                       steps_per_call=chunk, log_every=chunk * max(1, 50 // chunk), eval_fn=monitor,
+                       batching=batching(config, method), steps_per_call=chunk,
+                       log_every=chunk * max(1, 50 // chunk), eval_fn=monitor,
                        eval_every=every, workdir=run_dir, checkpoint_every=every, progress=progress,
                        desc=os.path.basename(run_dir))
     train_seconds = max((r.get("train_seconds", 0.0) for r in result.history), default=0.0)
@@ -407,7 +415,8 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
             tests, vals = evaluate_method(config, method, params, test_pools, test_key)
             train.write_json(cache, {"config": eval_config(method), "tests": tests, "eval_seconds": time.perf_counter() - t0,
                                      "values": {k: v.tolist() for k, v in vals.items()}})
-        out = {"train_seconds": train_seconds, "train_ways": train_ways, "tests": tests}
+        out = {"train_seconds": train_seconds, "train_ways": train_ways, "batching": batching(config, method),
+               "tests": tests}
         if method in ("distractor_cluster",):
             out["distractor_radius"] = float(jnp.exp(params["log_distractor_radius"]))
         if method == "semisup_maml":
