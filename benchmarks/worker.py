@@ -31,6 +31,26 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB.
+
+    Read from ``VmHWM`` in ``/proc/self/status`` on Linux: ``getrusage``'s
+    ``ru_maxrss`` carries the parent's resident set over ``fork`` + ``exec``, so in
+    a worker started by a harness that has itself run JAX it reports at least
+    the harness's size (every row read about 510 MB that way until
+    2026-11-22). Elsewhere ``ru_maxrss`` (kilobytes on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 class PeakRSS:
     """Samples the resident set size every 2 ms in a thread; ``peak - baseline`` is working memory."""
 
@@ -209,7 +229,7 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
                   f"{r['source'][-70:]}", file=sys.stderr)
         print(f"all instructions {extra['profiled_ms_per_step']:.1f} ms/step, of which matrix products (dot_general) "
               f"{extra['dot_general_ms_per_step']:.1f}", file=sys.stderr)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss = peak_rss_mb()
     if batching in ("map", "accumulate"):
         # XLA's cost analysis counts a loop body once: count the same step's FLOPs in its vmap form
         # (compiled only, after the memory reading above, so it cannot inflate the peak)
@@ -222,7 +242,7 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
         "gflops_per_s": flops / med / 1e9 if np.isfinite(flops) else None,
         "working_mem_mb": (mem_rss.peak - mem_rss.baseline) / 2**20,
         "xla_temp_mb": xla_temp / 2**20,
-        "peak_rss_mb": peak_rss_mb,
+        "peak_rss_mb": peak_rss,
         "loss": float(m["loss"]),
     })
 
@@ -297,7 +317,7 @@ def run_torch(cfg: dict, impl: str) -> dict:
     return _summary(times, cfg, {
         "compile_s": first_s,
         "working_mem_mb": (mem_rss.peak - mem_rss.baseline) / 2**20,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "torch": torch.__version__,
     })
 

@@ -11,7 +11,8 @@ import pytest
 from benchmarks import harness
 
 
-@pytest.mark.parametrize("module", ["benchmarks.peers", "benchmarks.meta_step", "benchmarks.worker", "benchmarks.imputation"])
+@pytest.mark.parametrize("module", ["benchmarks.peers", "benchmarks.meta_step", "benchmarks.worker", "benchmarks.imputation",
+                                    "benchmarks.conv_products"])
 def test_help(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=harness.ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "usage" in proc.stdout
@@ -58,3 +59,36 @@ def test_hlo_ops_reads_names_shapes_and_sources():
             '  %p0 = f32[4,8]{1,0} parameter(0)\n')
     assert worker.hlo_ops(text) == {"fusion.3": ("f32[4,8]{1,0}", "jit(step)/dense/add"),
                                     "tuple.1": ("(f32[4]{0}, s32[])", ""), "p0": ("f32[4,8]{1,0}", "")}
+
+
+def test_conv_product_forms_agree():
+    import jax
+    import numpy as np
+
+    from benchmarks import conv_products
+
+    x, g = jax.random.normal(jax.random.key(0), (2, 3, 6, 6, 4))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+    by_kind = {}
+    for label, (kind, fn) in conv_products.forms(6, 4).items():
+        by_kind.setdefault(kind, []).append((label, np.asarray(fn(x, g, k))))
+    assert set(by_kind) == {"forward", "input", "weight"}
+    for kind, outs in by_kind.items():
+        assert len(outs) >= 2
+        for label, out in outs[1:]:
+            np.testing.assert_allclose(out, outs[0][1], rtol=1e-4, atol=1e-4, err_msg=label)
+
+
+def test_worker_peak_memory_is_its_own_not_the_harness():
+    # ru_maxrss would carry this (harness) process's resident set into the worker; VmHWM does not
+    import numpy as np
+
+    from benchmarks import worker
+
+    ballast = np.ones(2**30 // 8)  # 1 GB resident here
+    cfg = {"task": "sinusoid", "shots": 5, "queries": 5, "meta_batch": 2, "inner_steps": 1, "inner_lr": 0.01,
+           "steps": 1, "warmup": 1}
+    row = harness.run_worker("jaxmeta", cfg, timeout=300)
+    assert "error" not in row, row
+    assert 0 < row["peak_rss_mb"] < worker.peak_rss_mb()  # the worker (JAX, tiny MLP) is leaner than this process
+    del ballast
