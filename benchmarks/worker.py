@@ -365,7 +365,9 @@ def main(argv=None) -> int:
     parser.add_argument("--check-gradient", action="store_true", help="compare the meta-gradient with jaxmeta's")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="jaxmeta: after timing, trace STEPS more steps with jax.profiler and report the time per "
-                             "XLA instruction (a table on stderr, the top 25 rows in the JSON)")
+                             "XLA instruction (a table on stderr, the top 25 rows in the JSON). On several cores "
+                             "XLA runs plain `dot` instructions asynchronously and the trace under-counts them; "
+                             "pin the worker to one core (taskset -c 0) to see each instruction's own time")
     args = parser.parse_args(argv)
     cfg = json.loads(args.config)
     if args.check_gradient:

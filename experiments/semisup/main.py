@@ -389,7 +389,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
             shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
     def eval_config(method):
         """The settings a method's cached evaluation must match (its refinement settings only where it has them)."""
-        unused = {"methods", "monitor_every", "monitor_episodes"}
+        unused = {"methods", "monitor_every", "monitor_episodes", "maml_batching"}  # (speed only)
         other_family = "maml_" if method in METRIC else "metric_"  # the other family's training settings
         unused.update(k for k in dataclasses.asdict(config) if k.startswith(other_family))
         if method in METRIC:

@@ -96,6 +96,7 @@ def init_state(learner: MetaLearner, optimizer: optax.GradientTransformation, ke
     _check_learner(learner)
     _check_optimizer(optimizer)
     validate_episode(episodes, batched=True, check_values=False)
+    # one compiled init: run op by op, a Conv-4 init caches hundreds of small executables (~100 MB)
     params = jax.jit(learner.init)(key, take_episodes(episodes, 0))
     return MetaState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
