@@ -39,7 +39,7 @@ PEERS = ("l2l", "torchfunc_loop", "torchfunc_vmap")
 
 def run(configs, cores=None, quick=False) -> dict:
     machine = harness.machine_info()
-    peak = harness.matmul_peak()
+    peak = harness.matmul_peak(cores=cores)  # on the cores the rows run on
     out = {"machine": machine, "matmul_peak": peak, "cores": cores, "configs": {}}
     for name in configs:
         cfg = dict(REFERENCE[name])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -26,6 +28,14 @@ def test_worker_reports_time_flops_and_memory():
     assert row["steps_timed"] == 3 and row["step_s_median"] > 0
     assert row["flops_per_step"] > 0 and row["compile_s"] > 0
     assert json.dumps(row)
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None or not hasattr(os, "sched_getaffinity"),
+                    reason="pinning needs Linux's taskset")
+def test_matmul_peak_on_given_cores_runs_pinned_to_them():
+    peak = harness.matmul_peak(sizes=(64,), rounds=1, repeats=1, cores=[0])
+    assert peak["cpus"] == 1 and peak["cores"] == [0] and peak["peak_gflops"] > 0
+    assert set(peak["by_size"]) == {64}
 
 
 def test_peer_gradient_check_when_torch_is_installed():
@@ -92,3 +102,13 @@ def test_worker_peak_memory_is_its_own_not_the_harness():
     assert "error" not in row, row
     assert 0 < row["peak_rss_mb"] < worker.peak_rss_mb()  # the worker (JAX, tiny MLP) is leaner than this process
     del ballast
+
+
+@pytest.mark.parametrize("module", ["benchmarks.harness", "benchmarks.conv_products"])
+def test_docstring_examples(module):
+    # pytest's --doctest-modules covers the library; the benchmarks' examples run here
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
