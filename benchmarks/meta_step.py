@@ -151,13 +151,14 @@ import jax, jax.numpy as jnp, numpy as np, optax
 from jaxmeta import learners, nets, scenarios, train
 from jaxmeta import Episode, losses
 steps, chunk, quick, config = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+setting = json.loads(sys.argv[5])  # batching (and conv_impl for ProtoNet): the reference suite's CPU setting
 rng = np.random.default_rng(0)
 opt = optax.adam(1e-3)
 if config == "protonet":  # ProtoNet, Omniglot-sized random images, 5-way 1-shot 15 queries, meta-batch 4
     data_np = rng.random((136 * 4, 20, 28, 28, 1), dtype=np.float32)
     data = jnp.asarray(data_np)
     ways, shots, queries, batch = 5, 1, 15, 4
-    learner = learners.protonet(nets.conv4(), num_ways=ways)
+    learner = learners.protonet(nets.conv4(conv_impl=setting["conv_impl"]), num_ways=ways)
     host_sample = functools.partial(scenarios.fewshot_episodes_numpy, data=data_np, num_tasks=batch, ways=ways, shots=shots, queries=queries)
     dev_sample = functools.partial(scenarios.fewshot_episodes, data=data, num_tasks=batch, ways=ways, shots=shots, queries=queries)
 else:  # sinusoid MAML: MLP 1-40-40-1, meta-batch 25, 10-shot, 5 inner steps, second order
@@ -173,7 +174,7 @@ else:  # sinusoid MAML: MLP 1-40-40-1, meta-batch 25, 10-shot, 5 inner steps, se
 state0 = train.init_state(learner, opt, jax.random.key(0), dev_sample(jax.random.key(1)))
 out = {}
 # host-sampled loop: NumPy sampler on the host, one jitted meta-step per iteration
-step = train.make_meta_step(learner, opt)
+step = train.make_meta_step(learner, opt, batching=setting["batching"])
 keys = jax.jit(train.step_keys)
 state = state0
 for t in range(3):
@@ -187,7 +188,7 @@ for t in range(steps):
 jax.block_until_ready(state)
 out["host_s_per_step"] = (time.perf_counter() - t0) / steps
 # compiled loop: `chunk` meta-steps with on-device sampling per call
-loop = train.make_train_loop(learner, opt, dev_sample, steps=chunk)
+loop = train.make_train_loop(learner, opt, dev_sample, steps=chunk, batching=setting["batching"])
 t0 = time.perf_counter()
 state, m = loop(state0, jax.random.key(2)); jax.block_until_ready(state)
 out["compiled_first_call_s"] = time.perf_counter() - t0
@@ -222,7 +223,8 @@ def suite_loop(quick, peak):
     for config, title, (steps, chunk) in (
             ("protonet", "ProtoNet 5-way 1-shot 15q, meta-batch 4", (20, 10) if quick else (200, 20)),
             ("sinusoid", "sinusoid MAML, meta-batch 25, 5 inner steps", (20, 10) if quick else (2000, 100))):
-        r = _run_script(LOOP_SCRIPT, [steps, chunk, int(quick), config])
+        setting = BEST if config == "protonet" else JAXMETA_CPU["sinusoid"]
+        r = _run_script(LOOP_SCRIPT, [steps, chunk, int(quick), config, json.dumps(setting)])
         if "error" in r:
             print(r["error"], file=sys.stderr)
             out[config] = {"error": r["error"]}
@@ -235,7 +237,7 @@ def suite_loop(quick, peak):
         harness.print_table(rows, [(title, "label", "s"), ("s/step", "step_s", ".3g"),
                                    ("speed-up vs host loop", "speedup", ".2f")],
                             "training loop: compiled with on-device sampling vs host-sampled")
-        out[config] = {"rows": rows, "raw": r}
+        out[config] = {"rows": rows, "raw": r, "setting": setting}
     return out
 
 
@@ -264,6 +266,11 @@ step = train.make_meta_step(learner, opt, mesh=mesh)
 state, eps = train.replicate(state, mesh), train.shard_episodes(eps, mesh)
 t0 = time.perf_counter(); s, m = step(state, eps, jax.random.key(1)); jax.block_until_ready(s); compile_s = time.perf_counter() - t0
 first_loss = float(m["loss"])
+# the meta-gradient itself, compared across meshes by the harness: one SGD step of size 1 from the same start
+sgd_state = train.replicate(train.init_state(learner, optax.sgd(1.0), jax.random.key(0), eps), mesh)
+after = train.make_meta_step(learner, optax.sgd(1.0), mesh=mesh)(sgd_state, eps, jax.random.key(1))[0].params
+grads = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - np.asarray(b), sgd_state.params, after)
+np.savez(sys.argv[2], *jax.tree_util.tree_leaves(grads))
 times = []
 for i in range(cfg["steps"]):
     t0 = time.perf_counter(); s, m = step(s, eps, jax.random.key(1)); jax.block_until_ready(s); times.append(time.perf_counter() - t0)
@@ -272,15 +279,33 @@ print("RESULT " + json.dumps({"devices": jax.device_count(), "step_s_median": fl
 
 
 def suite_scaling(quick, peak):
-    rows = []
+    import tempfile
+
+    rows, first = [], None
     cfg = _ref(steps=3 if quick else 10, meta_batch=4 if quick else 32)
-    for n in (1, 2, 4):
-        r = _run_script(SCALING_SCRIPT, [json.dumps(cfg)],
-                        env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
-        r["label"] = f"{n} device(s)"
-        rows.append(r)
-    harness.print_table(rows, [("mesh", "label", "s"), ("s/step", "step_s_median", ".3g"),
-                               ("compile s", "compile_s", ".3g"), ("first-step loss", "loss", ".7g")],
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (1, 2, 4):
+            path = os.path.join(tmp, f"params_{n}.npz")
+            r = _run_script(SCALING_SCRIPT, [json.dumps(cfg), path],
+                            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
+            r["label"] = f"{n} device(s)"
+            if "error" not in r:
+                with np.load(path) as f:
+                    grads = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+                first = first or (r, grads)
+                r["episodes_per_device"] = cfg["meta_batch"] // n
+                r["tasks_per_s"] = cfg["meta_batch"] / r["step_s_median"]
+                r["speedup_vs_1"] = first[0]["step_s_median"] / r["step_s_median"]
+                r["grad_diff_vs_1"] = (max(float(np.max(np.abs(a - b))) for a, b in zip(grads, first[1]))
+                                       / max(float(np.max(np.abs(b))) for b in first[1]))
+            else:
+                print(r["error"], file=sys.stderr)
+            rows.append(r)
+    harness.print_table(rows, [("mesh", "label", "s"), ("episodes / device", "episodes_per_device", "d"),
+                               ("s/step", "step_s_median", ".3g"), ("tasks/s", "tasks_per_s", ".3g"),
+                               ("vs 1 device", "speedup_vs_1", ".2f"), ("compile s", "compile_s", ".3g"),
+                               ("first-step loss", "loss", ".7g"),
+                               ("meta-gradient vs 1 device's (max abs diff / max abs)", "grad_diff_vs_1", ".1e")],
                         "sharded meta-step over forced host devices (same 2 cores: overhead check)")
     return rows
 
