@@ -285,19 +285,20 @@ def suite_scaling(quick, peak):
     cfg = _ref(steps=3 if quick else 10, meta_batch=4 if quick else 32)
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, 2, 4):
-            path = os.path.join(tmp, f"params_{n}.npz")
+            path = os.path.join(tmp, f"grads_{n}.npz")
             r = _run_script(SCALING_SCRIPT, [json.dumps(cfg), path],
                             env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
             r["label"] = f"{n} device(s)"
             if "error" not in r:
                 with np.load(path) as f:
                     grads = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-                first = first or (r, grads)
+                first = (r, grads) if n == 1 else first
                 r["episodes_per_device"] = cfg["meta_batch"] // n
                 r["tasks_per_s"] = cfg["meta_batch"] / r["step_s_median"]
-                r["speedup_vs_1"] = first[0]["step_s_median"] / r["step_s_median"]
-                r["grad_diff_vs_1"] = (max(float(np.max(np.abs(a - b))) for a, b in zip(grads, first[1]))
-                                       / max(float(np.max(np.abs(b))) for b in first[1]))
+                if first is not None:  # compared with the single device only when that run succeeded
+                    r["speedup_vs_1"] = first[0]["step_s_median"] / r["step_s_median"]
+                    r["grad_diff_vs_1"] = (max(float(np.max(np.abs(a - b))) for a, b in zip(grads, first[1]))
+                                           / max(float(np.max(np.abs(b))) for b in first[1]))
             else:
                 print(r["error"], file=sys.stderr)
             rows.append(r)
