@@ -74,17 +74,13 @@ def matmul_peak(sizes: Sequence[int] = (512, 1024, 2048), rounds: int = 4, repea
     """
     if cores is not None:
         code = ("import json, sys; from benchmarks import harness; "
-                "print('RESULT ' + json.dumps(harness.matmul_peak(json.loads(sys.argv[1]), *map(int, sys.argv[2:]))))")
-        cmd = ["taskset", "-c", ",".join(str(c) for c in cores), sys.executable, "-c", code,
-               json.dumps(list(sizes)), str(rounds), str(repeats)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                peak = json.loads(line[len("RESULT "):])
-                peak["by_size"] = {int(n): v for n, v in peak["by_size"].items()}
-                peak["median_by_size"] = {int(n): v for n, v in peak["median_by_size"].items()}
-                return dict(peak, cores=list(cores))
-        raise RuntimeError(f"matmul peak on cores {list(cores)} failed (exit {proc.returncode}): {proc.stderr[-1500:]}")
+                "print('RESULT ' + json.dumps(harness.matmul_peak(*json.loads(sys.argv[1]))))")
+        peak = run_for_result(["-c", code, json.dumps([list(sizes), rounds, repeats])], cores=cores)
+        if "error" in peak:
+            raise RuntimeError(f"matmul peak on cores {list(cores)} failed: {peak['error']}")
+        for key in ("by_size", "median_by_size"):  # JSON made the sizes strings
+            peak[key] = {int(n): v for n, v in peak[key].items()}
+        return dict(peak, cores=list(cores))
     import jax
     import jax.numpy as jnp
 
@@ -107,17 +103,21 @@ def matmul_peak(sizes: Sequence[int] = (512, 1024, 2048), rounds: int = 4, repea
             "method": f"fastest of {rounds} x {repeats} products per size, sizes interleaved"}
 
 
-def run_worker(impl: str, config: dict, *, cores: Optional[Sequence[int]] = None, timeout: int = 1800,
-               check_gradient: bool = False, env: Optional[dict] = None) -> dict:
-    """Runs benchmarks.worker in a fresh process (optionally pinned to ``cores``); returns its result."""
-    cmd = [sys.executable, "-m", "benchmarks.worker", "--impl", impl, "--config", json.dumps(config)]
-    if check_gradient:
-        cmd.append("--check-gradient")
+def run_for_result(args: Sequence[str], *, cores: Optional[Sequence[int]] = None, timeout: int = 1800,
+                   env: Optional[dict] = None) -> dict:
+    """Runs ``python *args`` in a fresh process from the repo root (pinned to ``cores`` with ``taskset``
+    when given) and returns the JSON its ``RESULT `` line printed, or ``{"error": ...}``.
+
+    Example:
+      >>> run_for_result(["-c", "print('RESULT [1, 2]')"])
+      [1, 2]
+    """
+    cmd = [sys.executable, *map(str, args)]
     if cores is not None:
         cmd = ["taskset", "-c", ",".join(str(c) for c in cores)] + cmd
-    full_env = dict(os.environ, **(env or {}))
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, **(env or {})))
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout}s"}
     for line in proc.stdout.splitlines():
@@ -125,6 +125,15 @@ def run_worker(impl: str, config: dict, *, cores: Optional[Sequence[int]] = None
             return json.loads(line[len("RESULT "):])
     tail = (proc.stderr or proc.stdout)[-1500:]
     return {"error": f"exit {proc.returncode}: {tail}"}
+
+
+def run_worker(impl: str, config: dict, *, cores: Optional[Sequence[int]] = None, timeout: int = 1800,
+               check_gradient: bool = False, env: Optional[dict] = None) -> dict:
+    """Runs benchmarks.worker in a fresh process (optionally pinned to ``cores``); returns its result."""
+    args = ["-m", "benchmarks.worker", "--impl", impl, "--config", json.dumps(config)]
+    if check_gradient:
+        args.append("--check-gradient")
+    return run_for_result(args, cores=cores, timeout=timeout, env=env)
 
 
 def fmt(value, spec: str = ".3g") -> str:

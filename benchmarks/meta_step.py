@@ -29,7 +29,6 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -209,22 +208,13 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _run_script(script, args, env=None, timeout=3600):
-    proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=harness.ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    return {"error": proc.stderr[-1500:]}
-
-
 def suite_loop(quick, peak):
     out = {}
     for config, title, (steps, chunk) in (
             ("protonet", "ProtoNet 5-way 1-shot 15q, meta-batch 4", (20, 10) if quick else (200, 20)),
             ("sinusoid", "sinusoid MAML, meta-batch 25, 5 inner steps", (20, 10) if quick else (2000, 100))):
         setting = BEST if config == "protonet" else JAXMETA_CPU["sinusoid"]
-        r = _run_script(LOOP_SCRIPT, [steps, chunk, int(quick), config, json.dumps(setting)])
+        r = harness.run_for_result(["-c", LOOP_SCRIPT, steps, chunk, int(quick), config, json.dumps(setting)], timeout=3600)
         if "error" in r:
             print(r["error"], file=sys.stderr)
             out[config] = {"error": r["error"]}
@@ -286,8 +276,8 @@ def suite_scaling(quick, peak):
     with tempfile.TemporaryDirectory() as tmp:
         for n in (1, 2, 4):
             path = os.path.join(tmp, f"grads_{n}.npz")
-            r = _run_script(SCALING_SCRIPT, [json.dumps(cfg), path],
-                            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
+            r = harness.run_for_result(["-c", SCALING_SCRIPT, json.dumps(cfg), path], timeout=3600,
+                                       env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
             r["label"] = f"{n} device(s)"
             if "error" not in r:
                 with np.load(path) as f:
