@@ -164,13 +164,10 @@ def _mean_metrics(losses, metrics) -> dict:
     return out
 
 
-def _sharded(fn, mesh, axis_name, batching):
+def _sharded(fn, mesh, axis_name):
     """Constrains the episode axis of a function's ``episodes`` argument to a mesh axis."""
     if mesh is None:
         return fn
-    if batching == "accumulate":
-        raise ValueError("batching='accumulate' runs the episodes one after another, so it cannot shard them "
-                         "over a mesh: use batching='vmap' with a mesh.")
     from jax.sharding import NamedSharding, PartitionSpec
 
     shard = NamedSharding(mesh, PartitionSpec(axis_name))
@@ -182,11 +179,14 @@ def _sharded(fn, mesh, axis_name, batching):
     return constrained
 
 
-def _meta_gradient(learner, params, episodes: Episode, key: jax.Array, batching: str):
+def _meta_gradient(learner, params, episodes: Episode, key: jax.Array, batching: str, mesh=None,
+                   axis_name: str = "episodes"):
     """``(gradient of the mean episode loss, (losses [E], metrics))``.
 
     ``accumulate`` sums per-episode gradients one episode at a time (``lax.scan``);
-    every other batching differentiates the mapped mean loss as a whole.
+    with a mesh, every device runs that loop over its own share of the episodes
+    (``jax.shard_map``) and the partial sums are added across devices (``psum``).
+    Every other batching differentiates the mapped mean loss as a whole.
     """
     if batching != "accumulate":
         def objective(p):
@@ -195,24 +195,44 @@ def _meta_gradient(learner, params, episodes: Episode, key: jax.Array, batching:
 
         return jax.grad(objective, has_aux=True)(params)
     n = episode_batch_size(episodes)
+    keys = jax.random.split(key, n)  # the same per-episode keys with or without a mesh
 
-    def one(total, args):
-        def loss(p):
-            value, metrics = _episode_loss(learner, p, *args)
-            return value, (value, metrics)
+    def summed(p, eps, ks):
+        def one(total, args):
+            def loss(q):
+                value, metrics = _episode_loss(learner, q, *args)
+                return value, (value, metrics)
 
-        grads, out = jax.grad(loss, has_aux=True)(params)
-        return jax.tree_util.tree_map(jnp.add, total, grads), out
+            grads, out = jax.grad(loss, has_aux=True)(p)
+            return jax.tree_util.tree_map(jnp.add, total, grads), out
 
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    total, (losses, metrics) = lax.scan(one, zeros, (episodes, jax.random.split(key, n)))
+        return lax.scan(one, jax.tree_util.tree_map(jnp.zeros_like, p), (eps, ks))
+
+    if mesh is None:
+        total, (losses, metrics) = summed(params, episodes, keys)
+    else:
+        from jax.sharding import PartitionSpec
+
+        devices = mesh.shape[axis_name]
+        if n % devices:
+            raise ValueError(f"episodes: {n} episodes cannot be split evenly over the {devices} devices of mesh "
+                             f"axis {axis_name!r}; use a meta-batch divisible by {devices}.")
+
+        def per_device(p, eps, ks):
+            # the parameters are replicated; each device differentiates its own episodes' losses
+            total, out = summed(lax.pcast(p, axis_name, to="varying"), eps, ks)
+            return lax.psum(total, axis_name), out
+
+        total, (losses, metrics) = jax.shard_map(
+            per_device, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axis_name), PartitionSpec(axis_name)),
+            out_specs=(PartitionSpec(), PartitionSpec(axis_name)))(params, episodes, keys)
     return jax.tree_util.tree_map(lambda g: g / n, total), (losses, metrics)
 
 
-def _raw_meta_step(learner, optimizer, batching):
+def _raw_meta_step(learner, optimizer, batching, mesh=None, axis_name="episodes"):
     def step(state: MetaState, episodes: Episode, key: jax.Array):
         validate_episode(episodes, batched=True, check_values=False)  # shapes/dtypes, at trace time only
-        grads, (losses, metrics) = _meta_gradient(learner, state.params, episodes, key, batching)
+        grads, (losses, metrics) = _meta_gradient(learner, state.params, episodes, key, batching, mesh, axis_name)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         out = _mean_metrics(losses, metrics)
@@ -247,8 +267,10 @@ def make_meta_step(
         numbers.
       mesh: optional ``jax.sharding.Mesh``; the episode axis is then sharded
         over its ``axis_name`` axis and the parameters replicated. The same
-        code runs on one device or many; the results equal the single-device
-        step to float tolerance.
+        code runs on one device or many, with every batching (``accumulate``:
+        each device loops over its own episodes and the gradient sums are added
+        across devices); the results equal the single-device step to float
+        tolerance.
       axis_name: mesh axis that holds episodes.
       donate: donate the input state's buffers to the output (saves a copy of
         parameters and optimizer state; the input state must not be reused).
@@ -273,7 +295,7 @@ def make_meta_step(
     _check_learner(learner)
     _check_optimizer(optimizer)
     _check_batching(batching)
-    step = _sharded(_raw_meta_step(learner, optimizer, batching), mesh, axis_name, batching)
+    step = _sharded(_raw_meta_step(learner, optimizer, batching, mesh, axis_name), mesh, axis_name)
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0,) if donate else ())
@@ -380,8 +402,8 @@ def make_train_loop(
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"steps: expected a positive number of meta-steps per call, got {steps}.")
-    raw = _sharded(_raw_meta_step(_check_learner(learner), _check_optimizer(optimizer), _check_batching(batching)),
-                   mesh, axis_name, batching)
+    raw = _sharded(_raw_meta_step(_check_learner(learner), _check_optimizer(optimizer), _check_batching(batching),
+                                  mesh, axis_name), mesh, axis_name)
 
     def body(state, _, key):
         sample_key, step_key = step_keys(key, state.step)
