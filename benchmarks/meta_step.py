@@ -16,9 +16,10 @@ Suites (each prints a Markdown table and is saved in benchmarks/results/meta_ste
   with on-device sampling against the host-sampled loop (one jitted step per
   host iteration).
 * ``precision``: bfloat16 compute (float32 meta-parameters) against float32.
-* ``scaling``: the meta-step sharded over 1, 2 and 4 devices (on a CPU host
-  these are forced host devices sharing the same cores: a correctness and
-  overhead check, not a speed-up).
+* ``scaling``: the meta-step sharded over 1, 2 and 4 devices, with ``vmap``
+  and with ``accumulate`` (each device loops over its own episodes); on a CPU
+  host these are forced host devices sharing the same cores: a correctness and
+  overhead check, not a speed-up.
 
 Usage: ``python -m benchmarks.meta_step [--suites reference lowering ...] [--quick]``
 """
@@ -48,12 +49,12 @@ def _ref(**overrides) -> dict:
     return cfg
 
 
-def _rows(configs, quick):
+def _rows(configs, quick, timeout=1800):
     rows = []
     for label, impl, cfg in configs:
         if quick:
             cfg = dict(cfg, steps=2, warmup=1, meta_batch=min(cfg["meta_batch"], 2))
-        row = harness.run_worker(impl, cfg)
+        row = harness.run_worker(impl, cfg, timeout=timeout)
         row.update(label=label, **{k: cfg.get(k) for k in ("batching", "conv_impl", "meta_batch", "ways", "shots",
                                                             "inner_steps", "first_order", "learner", "remat")})
         if "error" in row:
@@ -87,13 +88,24 @@ def suite_reference(quick, peak):
     return rows
 
 
+# the lowering suite's slow corners (XLA:CPU's own convolutions under vmap or in a loop) take from 35 s
+# to over 6 min per step: each row times at most LOWERING_BUDGET_S seconds of steps (at least 3) and is
+# abandoned after LOWERING_TIMEOUT_S in all, so the suite ends in under an hour
+LOWERING_BUDGET_S, LOWERING_TIMEOUT_S = 120, 600
+
+
 def suite_lowering(quick, peak):
     configs = []
     for batching in ("vmap", "map", "unroll", "accumulate"):
         for conv in ("xla", "im2col"):
-            configs.append((f"{batching} + {conv}", "jaxmeta", _ref(batching=batching, conv_impl=conv)))
-    rows = _finish(_rows(configs, quick), peak)
-    harness.print_table(rows, COLUMNS, "second-order MAML: episode batching x conv lowering")
+            configs.append((f"{batching} + {conv}", "jaxmeta",
+                            _ref(batching=batching, conv_impl=conv, warmup=1, time_budget_s=LOWERING_BUDGET_S)))
+    rows = _finish(_rows(configs, quick, timeout=LOWERING_TIMEOUT_S), peak)
+    for row in rows:
+        if "error" in row and "timed out" in row["error"]:
+            row["label"] += f" (no result in {LOWERING_TIMEOUT_S} s: compile + warm-up + 3 steps)"
+    harness.print_table(rows, COLUMNS[:2] + [("steps timed", "steps_timed", "d")] + COLUMNS[2:],
+                        "second-order MAML: episode batching x conv lowering")
     return rows
 
 
@@ -252,51 +264,62 @@ eps = Episode(*(jnp.asarray(a) for a in make_data(cfg)))
 opt = optax.adam(1e-3)
 state = train.init_state(learner, opt, jax.random.key(0), eps)
 mesh = train.episode_mesh()
-step = train.make_meta_step(learner, opt, mesh=mesh)
-state, eps = train.replicate(state, mesh), train.shard_episodes(eps, mesh)
-t0 = time.perf_counter(); s, m = step(state, eps, jax.random.key(1)); jax.block_until_ready(s); compile_s = time.perf_counter() - t0
+step = train.make_meta_step(learner, opt, batching=cfg["batching"], mesh=mesh)
+sharded = train.shard_episodes(eps, mesh)  # eps itself stays on the first device, for the no-mesh step below
+t0 = time.perf_counter(); s, m = step(train.replicate(state, mesh), sharded, jax.random.key(1)); jax.block_until_ready(s); compile_s = time.perf_counter() - t0
 first_loss = float(m["loss"])
 # the meta-gradient itself, compared across meshes by the harness: one SGD step of size 1 from the same start
-sgd_state = train.replicate(train.init_state(learner, optax.sgd(1.0), jax.random.key(0), eps), mesh)
-after = train.make_meta_step(learner, optax.sgd(1.0), mesh=mesh)(sgd_state, eps, jax.random.key(1))[0].params
-grads = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - np.asarray(b), sgd_state.params, after)
-np.savez(sys.argv[2], *jax.tree_util.tree_leaves(grads))
+# (across processes with different device counts XLA:CPU's thread use, hence float32 rounding, differs), and
+# here with the same step run without a mesh in this process, which isolates what the sharding changes
+def meta_gradient(mesh):
+    sgd_state = train.init_state(learner, optax.sgd(1.0), jax.random.key(0), eps)
+    start, inputs = (sgd_state, eps) if mesh is None else (train.replicate(sgd_state, mesh), train.shard_episodes(eps, mesh))
+    after = train.make_meta_step(learner, optax.sgd(1.0), batching=cfg["batching"], mesh=mesh)(start, inputs, jax.random.key(1))[0].params
+    return [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree_util.tree_leaves(sgd_state.params), jax.tree_util.tree_leaves(after))]
+grads, unsharded = meta_gradient(mesh), meta_gradient(None)
+np.savez(sys.argv[2], *grads)
+vs_unsharded = max(float(np.max(np.abs(a - b))) for a, b in zip(grads, unsharded)) / max(float(np.max(np.abs(b))) for b in unsharded)
 times = []
 for i in range(cfg["steps"]):
-    t0 = time.perf_counter(); s, m = step(s, eps, jax.random.key(1)); jax.block_until_ready(s); times.append(time.perf_counter() - t0)
-print("RESULT " + json.dumps({"devices": jax.device_count(), "step_s_median": float(np.median(times)), "compile_s": compile_s, "loss": first_loss}))
+    t0 = time.perf_counter(); s, m = step(s, sharded, jax.random.key(1)); jax.block_until_ready(s); times.append(time.perf_counter() - t0)
+print("RESULT " + json.dumps({"devices": jax.device_count(), "step_s_median": float(np.median(times)), "compile_s": compile_s, "loss": first_loss, "grad_diff_vs_unsharded": vs_unsharded}))
 """
 
 
 def suite_scaling(quick, peak):
     import tempfile
 
-    rows, first = [], None
-    cfg = _ref(steps=3 if quick else 10, meta_batch=4 if quick else 32)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (1, 2, 4):
-            path = os.path.join(tmp, f"grads_{n}.npz")
-            r = harness.run_for_result(["-c", SCALING_SCRIPT, json.dumps(cfg), path], timeout=3600,
-                                       env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"})
-            r["label"] = f"{n} device(s)"
-            if "error" not in r:
-                with np.load(path) as f:
-                    grads = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
-                first = (r, grads) if n == 1 else first
-                r["episodes_per_device"] = cfg["meta_batch"] // n
-                r["tasks_per_s"] = cfg["meta_batch"] / r["step_s_median"]
-                if first is not None:  # compared with the single device only when that run succeeded
-                    r["speedup_vs_1"] = first[0]["step_s_median"] / r["step_s_median"]
-                    r["grad_diff_vs_1"] = (max(float(np.max(np.abs(a - b))) for a, b in zip(grads, first[1]))
-                                           / max(float(np.max(np.abs(b))) for b in first[1]))
-            else:
-                print(r["error"], file=sys.stderr)
-            rows.append(r)
+        # vmap: GSPMD splits the batched step; accumulate: each device loops over its own episodes (shard_map)
+        for batching in ("vmap", "accumulate"):
+            cfg = _ref(steps=3 if quick else 10, meta_batch=4 if quick else 32, batching=batching)
+            first = None
+            for n in (1, 2, 4):
+                path = os.path.join(tmp, f"grads_{batching}_{n}.npz")
+                r = harness.run_for_result(["-c", SCALING_SCRIPT, json.dumps(cfg), path], timeout=3600,
+                                           env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+                                                "JAX_PLATFORMS": "cpu"})
+                r.update(label=f"{batching}, {n} device(s)", batching=batching)
+                if "error" not in r:
+                    with np.load(path) as f:
+                        grads = [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+                    first = (r, grads) if n == 1 else first
+                    r["episodes_per_device"] = cfg["meta_batch"] // n
+                    r["tasks_per_s"] = cfg["meta_batch"] / r["step_s_median"]
+                    if first is not None:  # compared with the single device only when that run succeeded
+                        r["speedup_vs_1"] = first[0]["step_s_median"] / r["step_s_median"]
+                        r["grad_diff_vs_1"] = (max(float(np.max(np.abs(a - b))) for a, b in zip(grads, first[1]))
+                                               / max(float(np.max(np.abs(b))) for b in first[1]))
+                else:
+                    print(r["error"], file=sys.stderr)
+                rows.append(r)
     harness.print_table(rows, [("mesh", "label", "s"), ("episodes / device", "episodes_per_device", "d"),
                                ("s/step", "step_s_median", ".3g"), ("tasks/s", "tasks_per_s", ".3g"),
                                ("vs 1 device", "speedup_vs_1", ".2f"), ("compile s", "compile_s", ".3g"),
                                ("first-step loss", "loss", ".7g"),
-                               ("meta-gradient vs 1 device's (max abs diff / max abs)", "grad_diff_vs_1", ".1e")],
+                               ("meta-gradient vs 1-device run (max abs diff / max abs)", "grad_diff_vs_1", ".1e"),
+                               ("vs no mesh, same process", "grad_diff_vs_unsharded", ".1e")],
                         "sharded meta-step over forced host devices (same 2 cores: overhead check)")
     return rows
 

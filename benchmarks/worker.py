@@ -75,6 +75,28 @@ class PeakRSS:
         self.peak = max(self.peak, rss_bytes())
 
 
+def time_steps(run_once, cfg: dict) -> list:
+    """Seconds per call of ``run_once`` (which must block until its result is ready), ``cfg["steps"]`` times.
+
+    With ``cfg["time_budget_s"]`` the timing stops early once that many seconds have been spent and at
+    least ``cfg.get("min_steps", 3)`` steps are timed, so one slow configuration of a sweep cannot take
+    hours; the row's ``steps_timed`` says how many were.
+
+    Example:
+      >>> len(time_steps(lambda: None, {"steps": 5, "time_budget_s": 0.0, "min_steps": 2}))
+      2
+    """
+    budget, least = cfg.get("time_budget_s"), cfg.get("min_steps", 3)
+    times, start = [], time.perf_counter()
+    for _ in range(cfg["steps"]):
+        t = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - t)
+        if budget is not None and len(times) >= least and time.perf_counter() - start >= budget:
+            break
+    return times
+
+
 def make_data(cfg: dict):
     """The same random data for every implementation: ``(sx, sy, qx, qy)`` NumPy arrays."""
     rng = np.random.default_rng(cfg.get("data_seed", 0))
@@ -208,13 +230,13 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
     for _ in range(cfg.get("warmup", 2)):
         state, m = compiled(state, episodes, key)
     jax.block_until_ready(state)
-    times = []
+
+    def run_once():
+        nonlocal state, m
+        state, m = jax.block_until_ready(compiled(state, episodes, key))
+
     with PeakRSS() as mem_rss:
-        for _ in range(cfg["steps"]):
-            t = time.perf_counter()
-            state, m = compiled(state, episodes, key)
-            jax.block_until_ready(state)
-            times.append(time.perf_counter() - t)
+        times = time_steps(run_once, cfg)
     med = float(np.median(times))
     extra = {}
     if profile_steps:
@@ -308,12 +330,8 @@ def run_torch(cfg: dict, impl: str) -> dict:
     first_s = time.perf_counter() - t0
     for _ in range(cfg.get("warmup", 2) - 1):
         step(batch)
-    times = []
     with PeakRSS() as mem_rss:
-        for _ in range(cfg["steps"]):
-            t = time.perf_counter()
-            step(batch)
-            times.append(time.perf_counter() - t)
+        times = time_steps(lambda: step(batch), cfg)
     return _summary(times, cfg, {
         "compile_s": first_s,
         "working_mem_mb": (mem_rss.peak - mem_rss.baseline) / 2**20,

@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from benchmarks import harness
+from benchmarks import harness, worker
 
 
 @pytest.mark.parametrize("module", ["benchmarks.peers", "benchmarks.meta_step", "benchmarks.worker", "benchmarks.imputation",
@@ -47,7 +48,6 @@ def test_peer_gradient_check_when_torch_is_installed():
 
 
 def test_worker_profile_names_the_xla_instructions_of_the_step():
-    from benchmarks import worker
 
     cfg = {"task": "sinusoid", "shots": 5, "queries": 5, "meta_batch": 4, "inner_steps": 2, "inner_lr": 0.01,
            "steps": 2, "warmup": 1}
@@ -62,7 +62,6 @@ def test_worker_profile_names_the_xla_instructions_of_the_step():
 
 
 def test_hlo_ops_reads_names_shapes_and_sources():
-    from benchmarks import worker
 
     text = ('  %fusion.3 = f32[4,8]{1,0} fusion(%p0), kind=kLoop, metadata={op_name="jit(step)/dense/add"}\n'
             '  ROOT %tuple.1 = (f32[4]{0}, s32[]) tuple(%a, %b)\n'
@@ -93,7 +92,6 @@ def test_worker_peak_memory_is_its_own_not_the_harness():
     # ru_maxrss would carry this (harness) process's resident set into the worker; VmHWM does not
     import numpy as np
 
-    from benchmarks import worker
 
     ballast = np.ones(2**30 // 8)  # 1 GB resident here
     cfg = {"task": "sinusoid", "shots": 5, "queries": 5, "meta_batch": 2, "inner_steps": 1, "inner_lr": 0.01,
@@ -104,7 +102,7 @@ def test_worker_peak_memory_is_its_own_not_the_harness():
     del ballast
 
 
-@pytest.mark.parametrize("module", ["benchmarks.harness", "benchmarks.conv_products"])
+@pytest.mark.parametrize("module", ["benchmarks.harness", "benchmarks.conv_products", "benchmarks.worker"])
 def test_docstring_examples(module):
     # pytest's --doctest-modules covers the library; the benchmarks' examples run here
     import doctest
@@ -112,3 +110,11 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_time_budget_stops_a_slow_row_after_the_least_steps():
+    calls = []
+    times = worker.time_steps(lambda: (calls.append(1), time.sleep(0.02)), {"steps": 50, "time_budget_s": 0.05,
+                                                                            "min_steps": 3})
+    assert 3 <= len(times) < 50 and len(calls) == len(times)
+    assert len(worker.time_steps(lambda: None, {"steps": 7})) == 7  # no budget: every step
