@@ -88,9 +88,9 @@ def suite_reference(quick, peak):
     return rows
 
 
-# the lowering suite's slow corners (XLA:CPU's own convolutions under vmap or in a loop) take from 35 s
-# to over 6 min per step: each row times at most LOWERING_BUDGET_S seconds of steps (at least 3) and is
-# abandoned after LOWERING_TIMEOUT_S in all, so the suite ends in under an hour
+# the lowering suite's slow corners (XLA:CPU's own convolutions under vmap or in a loop) took 29-88 s per
+# step on the 2-core dev VM: each row times at most LOWERING_BUDGET_S seconds of steps (at least 3) and is
+# abandoned after LOWERING_TIMEOUT_S in all, so the suite ends in under an hour (18.5 min there)
 LOWERING_BUDGET_S, LOWERING_TIMEOUT_S = 120, 600
 
 
