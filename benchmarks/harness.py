@@ -136,6 +136,18 @@ def run_worker(impl: str, config: dict, *, cores: Optional[Sequence[int]] = None
     return run_for_result(args, cores=cores, timeout=timeout, env=env)
 
 
+def relative_max_diff(got: Sequence, ref: Sequence) -> float:
+    """How far two gradients (lists of arrays, leaf by leaf) differ: the largest absolute difference
+    over the largest absolute entry of ``ref``.
+
+    Example:
+      >>> relative_max_diff([np.array([1.0, 2.1])], [np.array([1.0, 2.0])])  # doctest: +ELLIPSIS
+      0.05...
+    """
+    scale = max(float(np.max(np.abs(r))) for r in ref)
+    return max(float(np.max(np.abs(np.asarray(g) - np.asarray(r)))) for g, r in zip(got, ref)) / scale
+
+
 def fmt(value, spec: str = ".3g") -> str:
     if value is None:
         return "-"

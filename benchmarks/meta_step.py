@@ -257,6 +257,7 @@ SCALING_SCRIPT = r"""
 import json, sys, time
 import jax, jax.numpy as jnp, numpy as np, optax
 from jaxmeta import Episode, learners, losses, nets, train
+from benchmarks.harness import relative_max_diff
 from benchmarks.worker import make_data
 cfg = json.loads(sys.argv[1])
 learner = learners.maml(nets.conv4(out=5, conv_impl=cfg["conv_impl"]), losses.softmax_cross_entropy, inner_lr=0.4, inner_steps=1)
@@ -278,7 +279,7 @@ def meta_gradient(mesh):
     return [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree_util.tree_leaves(sgd_state.params), jax.tree_util.tree_leaves(after))]
 grads, unsharded = meta_gradient(mesh), meta_gradient(None)
 np.savez(sys.argv[2], *grads)
-vs_unsharded = max(float(np.max(np.abs(a - b))) for a, b in zip(grads, unsharded)) / max(float(np.max(np.abs(b))) for b in unsharded)
+vs_unsharded = relative_max_diff(grads, unsharded)
 times = []
 for i in range(cfg["steps"]):
     t0 = time.perf_counter(); s, m = step(s, sharded, jax.random.key(1)); jax.block_until_ready(s); times.append(time.perf_counter() - t0)
@@ -309,8 +310,7 @@ def suite_scaling(quick, peak):
                     r["tasks_per_s"] = cfg["meta_batch"] / r["step_s_median"]
                     if first is not None:  # compared with the single device only when that run succeeded
                         r["speedup_vs_1"] = first[0]["step_s_median"] / r["step_s_median"]
-                        r["grad_diff_vs_1"] = (max(float(np.max(np.abs(a - b))) for a, b in zip(grads, first[1]))
-                                               / max(float(np.max(np.abs(b))) for b in first[1]))
+                        r["grad_diff_vs_1"] = harness.relative_max_diff(grads, first[1])
                 else:
                     print(r["error"], file=sys.stderr)
                 rows.append(r)
