@@ -81,8 +81,9 @@ def test_max_pool_derivatives_equal_jnp_max_including_ties():
                                    np.asarray(derivative(objective(plain))), rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("conv_impl", ["im2col", "xla_vjp"])
 @pytest.mark.parametrize("size", [6, 7])
-def test_fused_block_equals_conv_norm_relu_pool_layers(size):
+def test_fused_block_equals_conv_norm_relu_pool_layers(size, conv_impl):
     x = jax.random.normal(jax.random.key(0), (5, size, size, 3))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
     scale = jnp.array([1.5, -0.5, 0.0, 2.0])  # a negative and a zero scale: the sign folding must hold
@@ -95,7 +96,7 @@ def test_fused_block_equals_conv_norm_relu_pool_layers(size):
         return nets.max_pool_2x2(jax.nn.relu(y))
 
     def fused(kernel, scale, bias, conv_bias):
-        return nets.conv_norm_relu_pool(x, kernel, scale, bias)
+        return nets.conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=conv_impl)
 
     args = (kernel, scale, bias, jnp.array([0.3, -1.0, 2.0, 0.5]))  # the conv bias cancels in batch norm
     np.testing.assert_allclose(np.asarray(fused(*args)), np.asarray(layers(*args)), rtol=1e-5, atol=1e-5)
@@ -104,7 +105,7 @@ def test_fused_block_equals_conv_norm_relu_pool_layers(size):
              for f in (layers, fused)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
-    low = nets.conv_norm_relu_pool(x, kernel, scale, bias, dtype=jnp.bfloat16)
+    low = nets.conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=conv_impl, dtype=jnp.bfloat16)
     assert low.dtype == jnp.bfloat16 and low.shape == (5, size // 2, size // 2, 4)
     np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(fused(*args)), rtol=0.1, atol=0.1)
 
@@ -144,6 +145,64 @@ def test_patch_conv_equals_flax_conv(stride, size, c_in):
                                atol=1e-5)
 
 
+def _lax_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("c_in", [1, 3])  # one input channel: the kernel gradient's own layout
+def test_conv3x3_value_and_derivatives_equal_lax_conv(c_in):
+    x = jax.random.normal(jax.random.key(0), (2, 5, 6, c_in))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, c_in, 4))
+    w = jax.random.normal(jax.random.key(2), (2, 5, 6, 4))
+
+    def first(conv, x, kernel):
+        return jax.grad(lambda x, k: jnp.vdot(jnp.tanh(conv(x, k)), w), argnums=(0, 1))(x, kernel)
+
+    def second(conv, x, kernel):  # a function of both first derivatives, differentiated again (MAML's shape)
+        return jax.grad(lambda x, k: sum(jnp.sum(jnp.sin(d)) for d in first(conv, x, k)), argnums=(0, 1))(x, kernel)
+
+    np.testing.assert_allclose(np.asarray(nets.conv3x3(x, kernel)), np.asarray(_lax_conv(x, kernel)), rtol=1e-5,
+                               atol=1e-5)
+    for order in (first, second):
+        for got, want in zip(order(nets.conv3x3, x, kernel), order(_lax_conv, x, kernel)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4, err_msg=order.__name__)
+
+
+def test_conv3x3_derivatives_match_finite_differences():
+    from jax.test_util import check_grads
+
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 2))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 2, 3))
+    check_grads(lambda x, k: jnp.tanh(nets.conv3x3(x, k)), (x, kernel), order=2, modes=["rev"], eps=1e-2,
+                atol=5e-2, rtol=5e-2)
+
+
+def test_conv3x3_under_vmap_with_per_task_kernels_equals_a_loop():
+    xs = jax.random.normal(jax.random.key(0), (3, 2, 5, 5, 2))
+    kernels = jax.random.normal(jax.random.key(1), (3, 3, 3, 2, 4))
+
+    def loss(x, k):
+        return jnp.sum(jnp.tanh(nets.conv3x3(x, k)) ** 2)
+
+    batched = jax.vmap(jax.grad(loss, argnums=(0, 1)))(xs, kernels)
+    for i in range(3):
+        for got, want in zip(batched, jax.grad(loss, argnums=(0, 1))(xs[i], kernels[i])):
+            np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_conv4_xla_vjp_equals_xla_and_rejects_strides():
+    x = jax.random.normal(jax.random.key(0), (4, 14, 14, 1))
+    for kw in ({}, {"norm": "layer"}, {"last_pool": False}):  # fused blocks, plain conv3x3 layers, both
+        params = nets.conv4(out=3, blocks=2, channels=4, **kw).init(jax.random.key(1), x)
+        ref = nets.conv4(out=3, blocks=2, channels=4, **kw).apply(params, x)
+        got = nets.conv4(out=3, blocks=2, channels=4, conv_impl="xla_vjp", **kw).apply(params, x)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4, err_msg=str(kw))
+    with pytest.raises(ValueError, match="stride-1"):
+        nets.conv4(downsample="stride", conv_impl="xla_vjp")
+    with pytest.raises(ValueError, match="conv_impl"):
+        nets.conv4(conv_impl="cudnn")
+
+
 def test_conv4_last_pool_option():
     net = nets.conv4(last_pool=False)
     p = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
@@ -159,7 +218,10 @@ def test_maml_meta_gradient_is_the_same_for_every_conv_lowering_and_batching(dow
     results = {}
     # every batching with XLA's convolutions; the im2col lowering with vmap, where it replaces the per-task
     # weights' batched convolution (batching and lowering are independent code paths)
-    for impl, batchings in (("xla", ("loop",) + train.BATCHING), ("im2col", ("vmap",))):
+    lowerings = [("xla", ("loop",) + train.BATCHING), ("im2col", ("vmap",))]
+    if downsample == "max_pool":  # conv3x3's written-out derivatives, second order (stride 1 only)
+        lowerings.append(("xla_vjp", ("vmap", "accumulate")))
+    for impl, batchings in lowerings:
         net = nets.conv4(out=2, blocks=2, channels=4, downsample=downsample, readout="mean", conv_impl=impl)
         learner = learners.maml(net, losses.softmax_cross_entropy, inner_lr=0.4, inner_steps=2)
         params = learner.init(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], eps))

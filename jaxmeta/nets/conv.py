@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxmeta.nets.base import Network, from_linen
-from jaxmeta.nets.layers import PatchConv, TaskBatchNorm, conv_norm_relu_pool, max_pool_2x2
+from jaxmeta.nets.layers import PatchConv, TaskBatchNorm, conv3x3, conv_norm_relu_pool, max_pool_2x2
 
 __all__ = ["conv4", "Conv4"]
 
@@ -35,14 +35,19 @@ class Conv4(nn.Module):
         for i in range(self.blocks):
             stride = 2 if self.downsample == "stride" else 1
             pool = self.downsample == "max_pool" and (self.last_pool or i < self.blocks - 1)
-            if self.conv_impl == "im2col" and self.norm == "batch" and pool:
-                # the same four layers (same parameters), fused into fewer passes over the activations
+            if self.conv_impl != "xla" and self.norm == "batch" and pool:
+                # the same four layers (same parameters as nn.Conv and TaskBatchNorm), fused into fewer
+                # passes over the activations
                 kernel, _ = PatchConv(self.channels, dtype=self.dtype, name=f"conv_{i}").weights(x.shape[-1])
                 scale, bias = TaskBatchNorm(dtype=self.dtype, name=f"norm_{i}").weights(self.channels)
-                x = conv_norm_relu_pool(x, kernel, scale, bias, dtype=self.dtype)
+                x = conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=self.conv_impl, dtype=self.dtype)
                 continue
             if self.conv_impl == "im2col":
                 x = PatchConv(self.channels, stride, dtype=self.dtype, name=f"conv_{i}")(x)
+            elif self.conv_impl == "xla_vjp":  # stride 1 (conv4 checks)
+                kernel, bias = PatchConv(self.channels, dtype=self.dtype, name=f"conv_{i}").weights(x.shape[-1])
+                dtype = self.dtype or x.dtype
+                x = conv3x3(x.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
             else:
                 x = nn.Conv(self.channels, (3, 3), strides=(stride, stride), padding="SAME", dtype=self.dtype,
                             name=f"conv_{i}")(x)
@@ -96,12 +101,23 @@ def conv4(
         ``"none"``.
       readout: ``"flatten"`` or ``"mean"`` (global average over space, as MAML's
         reference code does on Omniglot).
-      conv_impl: ``"xla"`` (``lax.conv``) or ``"im2col"`` (patches + matmul,
-        :class:`jaxmeta.nets.PatchConv`): same parameters, same outputs; pick the
-        faster for your backend and batching (see benchmarks/). With ``"im2col"``,
-        batch norm and max-pooling, each block runs as one
-        :func:`jaxmeta.nets.conv_norm_relu_pool` (pooling before normalisation,
-        exact; the conv bias, which batch norm cancels, is kept but unused).
+      conv_impl: how the convolutions are computed; same parameters, same
+        outputs; pick the faster for your backend and batching (see
+        benchmarks/README.md):
+
+        * ``"xla"``: ``flax.linen.Conv`` (``lax.conv`` and JAX's derivatives);
+        * ``"im2col"``: patches + matmul (:class:`jaxmeta.nets.PatchConv`): fast
+          under ``vmap`` with per-task weights, where ``lax.conv`` becomes a
+          grouped convolution;
+        * ``"xla_vjp"``: :func:`jaxmeta.nets.conv3x3`, ``lax.conv`` with its
+          gradients written out: fast on CPU with ``batching="accumulate"`` (one
+          kernel per episode). Reverse-mode derivatives only; stride-2
+          downsampling is not supported.
+
+        With ``"im2col"`` or ``"xla_vjp"``, batch norm and max-pooling, each
+        block runs as one :func:`jaxmeta.nets.conv_norm_relu_pool` (pooling
+        before normalisation, exact; the conv bias, which batch norm cancels,
+        is kept but unused).
       last_pool: pool after the last block too (``False`` keeps the last
         block's 3x3 map on 28x28 inputs: a 576-d embedding instead of 64-d).
       dtype: computation dtype (e.g. ``jnp.bfloat16``); params stay float32.
@@ -122,8 +138,11 @@ def conv4(
         raise ValueError(f"norm: expected 'batch', 'layer' or 'none', got {norm!r}.")
     if readout not in ("flatten", "mean"):
         raise ValueError(f"readout: expected 'flatten' or 'mean', got {readout!r}.")
-    if conv_impl not in ("xla", "im2col"):
-        raise ValueError(f"conv_impl: expected 'xla' or 'im2col', got {conv_impl!r}.")
+    if conv_impl not in ("xla", "im2col", "xla_vjp"):
+        raise ValueError(f"conv_impl: expected 'xla', 'im2col' or 'xla_vjp', got {conv_impl!r}.")
+    if conv_impl == "xla_vjp" and downsample == "stride":
+        raise ValueError("conv_impl='xla_vjp' computes stride-1 convolutions only; with downsample='stride' "
+                         "use conv_impl='im2col' (or 'xla').")
     if channels <= 0 or blocks <= 0:
         raise ValueError(f"channels and blocks must be positive, got {channels} and {blocks}.")
     return from_linen(Conv4(channels=channels, blocks=blocks, out=out, downsample=downsample, norm=norm,

@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["TaskBatchNorm", "max_pool_2x2", "PatchConv", "im2col_3x3", "conv_norm_relu_pool"]
+__all__ = ["TaskBatchNorm", "max_pool_2x2", "PatchConv", "im2col_3x3", "conv3x3", "conv_norm_relu_pool"]
 
 
 class TaskBatchNorm(nn.Module):
@@ -147,6 +147,87 @@ def _patch_conv(x, kernel, stride: int = 1):
     return y.reshape(rows.shape[1:-1] + (c_out,))
 
 
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@jax.custom_vjp
+def conv3x3(x, kernel):
+    """3x3 'SAME' stride-1 convolution (``lax.conv``), with gradients lowered for speed on CPU.
+
+    The value is XLA's convolution. The derivative rules are written out, and are
+    exact: the input gradient is the same convolution of the output gradient with
+    the kernel flipped in space and transposed in channels, and the kernel
+    gradient is a product of the input's 3x3 patches with the output gradient.
+    JAX's own transposes of ``lax.conv`` run on XLA:CPU's slow generic paths
+    (0.5-10% of the matmul peak in ``benchmarks/conv_products.py``); these run at
+    the speed of the forward convolution and of a matrix product. The rules are
+    written in terms of ``conv3x3`` itself, so second derivatives (second-order
+    MAML) use them too. Reverse mode only: ``jax.jvp`` through it raises (JAX's
+    rule for every ``custom_vjp``); jaxmeta's learners use reverse mode.
+
+    Args:
+      x: ``[B, H, W, C_in]``.
+      kernel: ``[3, 3, C_in, C_out]`` (HWIO, as ``flax.linen.Conv``).
+
+    Returns:
+      ``[B, H, W, C_out]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+      >>> k = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+      >>> ref = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+      ...                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      >>> bool(jnp.allclose(conv3x3(x, k), ref(x, k), atol=1e-5))
+      True
+      >>> f = lambda conv: jax.grad(lambda k: jnp.sum(jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k))))(x) ** 2))(k)
+      >>> bool(jnp.allclose(f(conv3x3), f(ref), atol=1e-4))
+      True
+    """
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+def _flipped(kernel):
+    """The input gradient's kernel: flipped in space, input and output channels swapped."""
+    return jnp.transpose(kernel[::-1, ::-1], (0, 1, 3, 2))
+
+
+def _conv3x3_fwd(x, kernel):
+    return conv3x3(x, kernel), (x, kernel)  # through conv3x3, so that higher derivatives keep these rules
+
+
+def _conv3x3_bwd(residuals, g):
+    x, kernel = residuals
+    return conv3x3(g, _flipped(kernel)), _kernel_grad(x, g)
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+@jax.custom_vjp
+def _kernel_grad(x, g):
+    """``conv3x3``'s kernel gradient ``[3, 3, C_in, C_out]``: the input's patches times ``g``, over rows."""
+    c_in, c_out = x.shape[-1], g.shape[-1]
+    if c_in == 1:  # patches as rows (see _patch_conv): a plain matrix product
+        rows = jnp.stack(_patch_slices(x, 1)).reshape(9, -1)
+        return (rows @ g.reshape(-1, c_out)).reshape(3, 3, 1, c_out)
+    patches = im2col_3x3(x).reshape(-1, 9 * c_in)
+    return jax.lax.dot_general(patches, g.reshape(-1, c_out), (((0,), (0,)), ((), ()))).reshape(3, 3, c_in, c_out)
+
+
+def _kernel_grad_fwd(x, g):
+    return _kernel_grad(x, g), (x, g)
+
+
+def _kernel_grad_bwd(residuals, h):
+    # _kernel_grad is bilinear: <_kernel_grad(x, g), h> = <conv3x3(x, h), g> = <x, conv3x3(g, flipped(h))>
+    x, g = residuals
+    return conv3x3(g, _flipped(h)), conv3x3(x, h)
+
+
+_kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
+
+
 class PatchConv(nn.Module):
     """A 3x3 'SAME' convolution computed as im2col + one matrix product.
 
@@ -173,8 +254,9 @@ class PatchConv(nn.Module):
         return _patch_conv(x.astype(dtype), kernel.astype(dtype), self.strides) + bias.astype(dtype)
 
 
-def conv_norm_relu_pool(x, kernel, scale, bias, *, epsilon: float = 1e-5, dtype: Any = None):
-    """One Conv-4 block, ``max_pool_2x2(relu(TaskBatchNorm(PatchConv(x))))``, with fewer passes.
+def conv_norm_relu_pool(x, kernel, scale, bias, *, epsilon: float = 1e-5, conv_impl: str = "im2col",
+                        dtype: Any = None):
+    """One Conv-4 block, ``max_pool_2x2(relu(TaskBatchNorm(conv(x))))``, with fewer passes.
 
     Same function as the four layers in a row (stride 1, per-call batch
     statistics), lowered for speed on memory-bound backends:
@@ -193,6 +275,8 @@ def conv_norm_relu_pool(x, kernel, scale, bias, *, epsilon: float = 1e-5, dtype:
       kernel: ``[3, 3, C_in, C_out]`` (as :class:`PatchConv`).
       scale, bias: ``[C_out]`` batch-norm parameters (as :class:`TaskBatchNorm`).
       epsilon: added to the variance.
+      conv_impl: the convolution: ``"im2col"`` (as :class:`PatchConv`) or ``"xla_vjp"``
+        (:func:`conv3x3`); the same function either way.
       dtype: computation dtype (``None``: ``x``'s); statistics stay float32.
 
     Returns:
@@ -210,9 +294,12 @@ def conv_norm_relu_pool(x, kernel, scale, bias, *, epsilon: float = 1e-5, dtype:
       >>> y.shape, bool(jnp.allclose(y, ref, atol=1e-5))
       ((4, 3, 3, 3), True)
     """
+    if conv_impl not in ("im2col", "xla_vjp"):
+        raise ValueError(f"conv_impl: expected 'im2col' or 'xla_vjp', got {conv_impl!r}.")
     dtype = dtype or x.dtype
     sign = jax.lax.stop_gradient(jnp.where(scale >= 0, 1.0, -1.0)).astype(kernel.dtype)
-    z = _patch_conv(x.astype(dtype), (kernel * sign).astype(dtype))
+    conv = _patch_conv if conv_impl == "im2col" else conv3x3
+    z = conv(x.astype(dtype), (kernel * sign).astype(dtype))
     mean_z, var = _channel_moments(z)
     a = scale * jnp.reciprocal(jnp.sqrt(var + epsilon))
     # a * y + bias - a * mean_y with y = sign * z, so |a| = a * sign multiplies the pooled z
