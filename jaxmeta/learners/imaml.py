@@ -30,11 +30,6 @@ def _zero_cotangent(tree):
     return jax.tree_util.tree_map(zero, tree)
 
 
-def _tree_vdot(a, b):
-    """The inner product of two pytrees of the same structure."""
-    return sum(jnp.vdot(u, v) for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
 def imaml(
     net: Network,
     loss_fn: Callable,
@@ -124,7 +119,7 @@ def imaml(
         def matvec(x):
             # reverse over reverse (not jax.jvp of grad_fn): it also runs through custom_vjp layers
             # such as nets.conv3x3, which forbid forward mode
-            hvp = jax.grad(lambda p: _tree_vdot(grad_fn(p), x))(phi)
+            hvp = jax.grad(lambda p: optax.tree_utils.tree_vdot(grad_fn(p), x))(phi)
             return jax.tree_util.tree_map(lambda a, h: a + h / reg, x, hvp)
 
         solution, _ = cg(matvec, v, maxiter=cg_steps)

@@ -129,22 +129,29 @@ def _patch_slices(x, stride: int):
             for dy in range(3) for dx in range(3)]
 
 
-def _patch_conv(x, kernel, stride: int = 1):
-    """3x3 'SAME' convolution as patches times the ``[9 * C_in, C_out]`` kernel matrix, no bias.
+def _patch_matrix(x, stride: int):
+    """``x``'s 3x3 patches as one matrix, and the axis that runs over the ``9 * C_in`` patch entries.
 
     With one input channel (grey images) the patches are stacked as rows,
-    ``[9, B * H' * W']``: the weight gradient is then a plain matrix product,
-    whereas with patches as columns XLA:CPU first copies the whole output
-    gradient into a transposed layout (the largest single cost of the Omniglot
-    reference step before this).
+    ``[9, B * H' * W']`` (axis 0): their products with the kernel and with an
+    output gradient are then plain matrix products, whereas with patches as
+    columns XLA:CPU first copies the whole output gradient into a transposed
+    layout (the largest single cost of the Omniglot reference step before this).
+    Otherwise ``[B * H' * W', 9 * C_in]`` (axis 1, :func:`im2col_3x3`).
     """
-    c_in, c_out = kernel.shape[2], kernel.shape[3]
-    w = kernel.reshape(9 * c_in, c_out)
-    if c_in > 1:
-        return im2col_3x3(x, stride) @ w
-    rows = jnp.stack(_patch_slices(x, stride))  # [9, B, H', W', 1]
-    y = jax.lax.dot_general(rows.reshape(9, -1), w, (((0,), (0,)), ((), ())))
-    return y.reshape(rows.shape[1:-1] + (c_out,))
+    if x.shape[-1] == 1:
+        return jnp.stack(_patch_slices(x, stride)).reshape(9, -1), 0
+    patches = im2col_3x3(x, stride)
+    return patches.reshape(-1, patches.shape[-1]), 1
+
+
+def _patch_conv(x, kernel, stride: int = 1):
+    """3x3 'SAME' convolution as patches times the ``[9 * C_in, C_out]`` kernel matrix, no bias."""
+    b, h, w, c_in = x.shape
+    c_out = kernel.shape[3]
+    patches, entries = _patch_matrix(x, stride)
+    y = jax.lax.dot_general(patches, kernel.reshape(9 * c_in, c_out), (((entries,), (0,)), ((), ())))
+    return y.reshape(b, -(-h // stride), -(-w // stride), c_out)
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -208,11 +215,10 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 def _kernel_grad(x, g):
     """``conv3x3``'s kernel gradient ``[3, 3, C_in, C_out]``: the input's patches times ``g``, over rows."""
     c_in, c_out = x.shape[-1], g.shape[-1]
-    if c_in == 1:  # patches as rows (see _patch_conv): a plain matrix product
-        rows = jnp.stack(_patch_slices(x, 1)).reshape(9, -1)
-        return (rows @ g.reshape(-1, c_out)).reshape(3, 3, 1, c_out)
-    patches = im2col_3x3(x).reshape(-1, 9 * c_in)
-    return jax.lax.dot_general(patches, g.reshape(-1, c_out), (((0,), (0,)), ((), ()))).reshape(3, 3, c_in, c_out)
+    patches, entries = _patch_matrix(x, 1)
+    rows = 1 - entries  # contract over the patches' rows, one per output position
+    grad = jax.lax.dot_general(patches, g.reshape(-1, c_out), (((rows,), (0,)), ((), ())))
+    return grad.reshape(3, 3, c_in, c_out)
 
 
 def _kernel_grad_fwd(x, g):
