@@ -110,8 +110,9 @@ def conv4(
           under ``vmap`` with per-task weights, where ``lax.conv`` becomes a
           grouped convolution;
         * ``"xla_vjp"``: :func:`jaxmeta.nets.conv3x3`, ``lax.conv`` with its
-          gradients written out: fast on CPU with ``batching="accumulate"`` (one
-          kernel per episode). Reverse-mode derivatives only; stride-2
+          gradients written out: the fastest on CPU, with ``batching="accumulate"``
+          (one kernel per episode) and the meta-step's CPU compiler options
+          (:func:`jaxmeta.train.compiler_options`). Reverse-mode derivatives only; stride-2
           downsampling is not supported.
 
         With ``"im2col"`` or ``"xla_vjp"``, batch norm and max-pooling, each
