@@ -40,7 +40,7 @@ def forms(size: int, channels: int):
     import jax
     import jax.numpy as jnp
 
-    from jaxmeta.nets.layers import im2col_3x3
+    from jaxmeta.nets.layers import conv3x3, im2col_3x3
 
     c = channels
     width = 9 * c
@@ -76,6 +76,9 @@ def forms(size: int, channels: int):
             ("weight", lambda x, g, k: (rows(g).T @ rows(im2col_3x3(x))).T.reshape(k.shape)),
         "weight gradient: one batched product per image, summed":
             ("weight", per_image),
+        "weight gradient: XLA's convolution of the channels-first input with the output gradient as kernel "
+        "(as jaxmeta's xla_vjp Conv-4)":
+            ("weight", lambda x, g, k: jax.vjp(lambda w: conv3x3(x, w), k)[1](g)[0]),
         "weight gradient: JAX's transpose of XLA's convolution":
             ("weight", lambda x, g, k: jax.vjp(lambda w: conv(x, w), k)[1](g)[0]),
     }
@@ -84,6 +87,8 @@ def forms(size: int, channels: int):
 def run(episodes: int, images: int, size: int, channels: int, repeats: int) -> list:
     import jax
     import jax.numpy as jnp
+
+    from jaxmeta import train
 
     keys = jax.random.split(jax.random.key(0), 3)
     xs = jax.random.normal(keys[0], (episodes, images, size, size, channels))
@@ -97,7 +102,7 @@ def run(episodes: int, images: int, size: int, channels: int, repeats: int) -> l
                 return total + fn(xg[0], xg[1], k).sum(), None
             return jax.lax.scan(body, jnp.zeros(()), (xs, gs))[0]
 
-        step = jax.jit(scanned)
+        step = jax.jit(scanned, compiler_options=train.compiler_options() or None)  # as jaxmeta's meta-steps
         jax.block_until_ready(step(xs, gs, kernel))
         times = []
         for _ in range(repeats):

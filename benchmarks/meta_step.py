@@ -6,8 +6,9 @@ Suites (each prints a Markdown table and is saved in benchmarks/results/meta_ste
   reference configuration (Omniglot Conv-4, 5-way 1-shot, 15 queries per class,
   meta-batch 32, one inner SGD step at lr 0.4, Adam outer), with XLA's FLOP
   count and the achieved fraction of the measured matmul peak.
-* ``lowering``: how the episode batch is mapped (vmap / map / unroll) times how
-  convolutions are lowered (XLA conv / im2col), for second-order MAML.
+* ``lowering``: how the episode batch is mapped (vmap / map / unroll /
+  accumulate) times how convolutions are lowered (XLA conv / im2col / XLA conv
+  with its gradients written out), for second-order MAML.
 * ``sweep``: one factor at a time from the reference: meta-batch, ways, shots,
   inner steps, first vs second order.
 * ``memory``: working memory of second-order MAML over 1, 5, 10, 20 inner
@@ -80,9 +81,9 @@ def _finish(rows, peak):
 
 
 def suite_reference(quick, peak):
-    # every learner, ProtoNet included, in the CPU setting of benchmarks/peers.py (accumulate + im2col):
-    # for ProtoNet on 2026-11-22 it took 1.32 s per step, against 2.55 s with vmap + im2col and 3.88 s
-    # with vmap + XLA's convolutions
+    # every learner, ProtoNet included, in the CPU setting of benchmarks/peers.py (accumulate + xla_vjp;
+    # for ProtoNet on 2026-11-22 accumulate + im2col took 1.32 s per step, against 2.55 s with vmap +
+    # im2col and 3.88 s with vmap + XLA's convolutions)
     configs = [(name, "jaxmeta", _ref(learner=name)) for name in ("maml", "fomaml", "meta_sgd", "anil", "protonet")]
     rows = _finish(_rows(configs, quick), peak)
     harness.print_table(rows, COLUMNS, "reference configuration, per learner")
@@ -93,7 +94,7 @@ def suite_reference(quick, peak):
 # step on the 2-core dev VM: each row times at most LOWERING_BUDGET_S seconds of steps (at least 3) and is
 # abandoned after LOWERING_TIMEOUT_S in all, so the suite ends in under an hour (18.5 min there)
 LOWERING_BUDGET_S, LOWERING_TIMEOUT_S = 120, 600
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+YNN_DEFAULTS = "--xla_cpu_experimental_ynn_fusion_type=+individual_convolution"  # adds what is there already
 
 
 def suite_lowering(quick, peak):
@@ -102,11 +103,11 @@ def suite_lowering(quick, peak):
         for conv in ("xla", "im2col", "xla_vjp"):
             configs.append((f"{batching} + {conv}", "jaxmeta",
                             _ref(batching=batching, conv_impl=conv, warmup=1, time_budget_s=LOWERING_BUDGET_S)))
-    # XLA:CPU (jax 0.10) hands a convolution whose output is materialised to YNNPACK as a fusion of its
-    # own, which runs on one thread; this flag leaves such convolutions to XLA's multi-threaded path
-    configs.append((f"accumulate + xla_vjp, XLA_FLAGS={YNN_FLAG}", "jaxmeta",
+    # jaxmeta compiles its steps on CPU with convolutions kept off YNNPACK's one-thread path
+    # (train.compiler_options); with the flag below in XLA_FLAGS it yields to XLA's own defaults
+    configs.append((f"accumulate + xla_vjp, XLA's default YNNPACK fusions (XLA_FLAGS={YNN_DEFAULTS})", "jaxmeta",
                     _ref(batching="accumulate", conv_impl="xla_vjp", warmup=1, time_budget_s=LOWERING_BUDGET_S,
-                         env={"XLA_FLAGS": YNN_FLAG})))
+                         env={"XLA_FLAGS": YNN_DEFAULTS})))
     rows = _finish(_rows(configs, quick, timeout=LOWERING_TIMEOUT_S), peak)
     for row in rows:
         if "error" in row and "timed out" in row["error"]:

@@ -33,7 +33,7 @@ REFERENCE = {
                  "inner_lr": 0.01, "first_order": False, "outer_lr": 1e-3, "steps": 50, "warmup": 3},
 }
 # jaxmeta's fastest settings per configuration on CPU (see meta_step.py's batching x conv table)
-JAXMETA_CPU = {"omniglot": {"batching": "accumulate", "conv_impl": "im2col"}, "sinusoid": {"batching": "vmap"}}
+JAXMETA_CPU = {"omniglot": {"batching": "accumulate", "conv_impl": "xla_vjp"}, "sinusoid": {"batching": "vmap"}}
 PEERS = ("l2l", "torchfunc_loop", "torchfunc_vmap")
 
 

@@ -48,6 +48,41 @@ def test_init_state_is_one_compiled_init_with_the_eager_values():
     assert int(state.step) == 0
 
 
+def test_compiler_options_change_speed_not_numbers():
+    # on CPU the meta-step is compiled with convolutions kept off YNNPACK's one-thread path; the step's
+    # numbers equal a plain jax.jit of the same step
+    assert train.compiler_options("gpu") == {}
+    if jax.default_backend() == "cpu":
+        assert train.compiler_options() == {
+            "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    learner = learners.maml(nets.conv4(out=3, blocks=2, channels=8, conv_impl="xla_vjp"), losses.softmax_cross_entropy,
+                            inner_lr=0.1)
+    labels = jnp.tile(jnp.arange(3), (2, 2))
+    x = jax.random.normal(jax.random.key(0), (2, 6, 8, 8, 1))
+    eps = Episode(x, labels, x[:, ::-1], labels)
+    opt = optax.adam(1e-2)
+    state = train.init_state(learner, opt, jax.random.key(1), eps)
+    got = train.make_meta_step(learner, opt, batching="accumulate")(state, eps, jax.random.key(2))
+    plain = jax.jit(train.make_meta_step(learner, opt, batching="accumulate", jit=False))(state, eps, jax.random.key(2))
+    chex.assert_trees_all_close(got, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_compiler_options_yield_to_the_users_flags_and_to_an_xla_that_rejects_them(monkeypatch):
+    from jaxmeta.train import meta_step
+
+    try:
+        meta_step._accepted_options.cache_clear()
+        monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution")
+        assert train.compiler_options("cpu") == {}
+        meta_step._accepted_options.cache_clear()
+        monkeypatch.delenv("XLA_FLAGS")
+        monkeypatch.setattr(meta_step, "_CPU_OPTIONS", {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_TYPE"})
+        with pytest.warns(RuntimeWarning, match="compiling without"):
+            assert train.compiler_options("cpu") == {}
+    finally:
+        meta_step._accepted_options.cache_clear()
+
+
 def test_checkpoint_stop_resume_equals_uninterrupted(tmp_path):
     full = _fit(20, str(tmp_path / "full"), checkpoint_every=10)
     part = _fit(10, str(tmp_path / "resumed"), checkpoint_every=10)

@@ -8,6 +8,7 @@ from jaxmeta.train.sharding import episode_mesh, replicate, shard_episodes
 from jaxmeta.train.meta_step import (
     BATCHING,
     MetaState,
+    compiler_options,
     episode_metrics,
     init_state,
     make_eval_step,
@@ -27,6 +28,7 @@ __all__ = [
     "map_episodes",
     "episode_metrics",
     "step_keys",
+    "compiler_options",
     "evaluate",
     "summarize",
     "fit",

@@ -14,6 +14,8 @@ training run needs no host round trip per step.
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -34,6 +36,7 @@ __all__ = [
     "make_eval_step",
     "make_train_loop",
     "step_keys",
+    "compiler_options",
 ]
 
 BATCHING = ("vmap", "map", "unroll", "accumulate")
@@ -53,6 +56,55 @@ class MetaState(NamedTuple):
     params: Any
     opt_state: Any
     step: jax.Array
+
+
+# XLA:CPU (jax 0.10) hands each convolution whose output is kept to YNNPACK as a fusion of its own,
+# and YNNPACK runs that on one thread; without the convolution entry (the default list is
+# INDIVIDUAL_DOT, INDIVIDUAL_CONVOLUTION, REDUCE), XLA's multi-threaded convolution runs it instead.
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted_options(backend: str) -> tuple:
+    if backend != "cpu" or "ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+        return ()  # not XLA:CPU, or the user chose the YNNPACK fusions themselves
+    try:
+        x = jax.device_put(jnp.zeros(()), jax.devices("cpu")[0])
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS)(x).block_until_ready()
+    except Exception as err:  # an XLA that no longer knows the option: compile without it
+        warnings.warn(f"jaxmeta: XLA rejected its CPU compiler options {_CPU_OPTIONS} ({err}); compiling without "
+                      "them (convolutions may run slower).", RuntimeWarning, stacklevel=3)
+        return ()
+    return tuple(_CPU_OPTIONS.items())
+
+
+def compiler_options(backend: Optional[str] = None) -> dict:
+    """The XLA options jaxmeta compiles its meta-steps with on ``backend`` (default: JAX's default backend).
+
+    On CPU: keep convolutions off YNNPACK's single-threaded path. On jax 0.10,
+    XLA:CPU hands each convolution whose output is kept (every convolution of
+    a meta-step) to YNNPACK, which runs it on one thread; without it XLA's own
+    convolution uses every core (layer 2 of the Omniglot Conv-4 reference:
+    167 ms with YNNPACK, 92 ms without, on 2 cores; see benchmarks/README.md).
+    Empty on other backends, when ``XLA_FLAGS`` already sets
+    ``--xla_cpu_experimental_ynn_fusion_type`` (yours wins), and when this
+    XLA rejects the option (a warning says so). :func:`make_meta_step`,
+    :func:`make_eval_step` and :func:`make_train_loop` use it; pass it to your
+    own ``jax.jit(..., compiler_options=...)`` to get the same.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> f = jax.jit(lambda x: x * 2, compiler_options=compiler_options() or None)
+      >>> float(f(jnp.ones(())))
+      2.0
+      >>> compiler_options("gpu")
+      {}
+    """
+    return dict(_accepted_options(backend or jax.default_backend()))
+
+
+def _jit(fn, **kwargs):
+    return jax.jit(fn, compiler_options=compiler_options() or None, **kwargs)
 
 
 def _check_learner(learner) -> MetaLearner:
@@ -298,7 +350,7 @@ def make_meta_step(
     step = _sharded(_raw_meta_step(learner, optimizer, batching, mesh, axis_name), mesh, axis_name)
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    return _jit(step, donate_argnums=(0,) if donate else ())
 
 
 @functools.lru_cache(maxsize=64)
@@ -308,7 +360,7 @@ def _cached_eval_step(learner, batching):
         losses, metrics = episode_metrics(learner, meta_params, episodes, key, batching)
         return {"loss": losses, **metrics}
 
-    return jax.jit(run)
+    return _jit(run)
 
 
 def make_eval_step(learner: MetaLearner, *, batching: str = "vmap") -> Callable:
@@ -410,11 +462,10 @@ def make_train_loop(
         return raw(state, sample_fn(sample_key), step_key)
 
     def compiled(length: int, unroll_by: int):
-        @jax.jit
         def run(state: MetaState, key: jax.Array):
             return lax.scan(functools.partial(body, key=key), state, None, length=length, unroll=unroll_by)
 
-        return run
+        return _jit(run)
 
     if unroll is not None:
         return compiled(steps, unroll)
