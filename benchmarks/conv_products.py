@@ -97,10 +97,14 @@ def run(episodes: int, images: int, size: int, channels: int, repeats: int) -> l
     flops = 2 * episodes * images * size * size * 9 * channels * channels
     rows = []
     for label, (kind, fn) in forms(size, channels).items():
-        def scanned(xs, gs, k, fn=fn):
+        # the products are added into a carry of their own shape, so every output is kept, as inside a
+        # meta-step (summing each to a scalar let XLA:CPU fuse the sum into the product: not what a step runs)
+        out = jax.eval_shape(fn, xs[0], gs[0], kernel)
+
+        def scanned(xs, gs, k, fn=fn, out=out):
             def body(total, xg):
-                return total + fn(xg[0], xg[1], k).sum(), None
-            return jax.lax.scan(body, jnp.zeros(()), (xs, gs))[0]
+                return total + fn(xg[0], xg[1], k), None
+            return jax.lax.scan(body, jnp.zeros(out.shape, out.dtype), (xs, gs))[0]
 
         step = jax.jit(scanned, compiler_options=train.compiler_options() or None)  # as jaxmeta's meta-steps
         jax.block_until_ready(step(xs, gs, kernel))
