@@ -48,9 +48,6 @@ def forms(size: int, channels: int):
     def conv(x, k):
         return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=DN)
 
-    def flipped(k):  # [3, 3, c_in, c_out] -> the input gradient's kernel [3, 3, c_out, c_in], flipped
-        return jnp.transpose(k[::-1, ::-1], (0, 1, 3, 2))
-
     def rows(a):
         return a.reshape(-1, a.shape[-1])
 
@@ -61,12 +58,13 @@ def forms(size: int, channels: int):
     return {
         "forward: im2col patches times the kernel (as jaxmeta's im2col Conv-4)":
             ("forward", lambda x, g, k: im2col_3x3(x) @ k.reshape(width, c)),
-        "forward: XLA's convolution":
-            ("forward", lambda x, g, k: conv(x, k)),
+        "forward: XLA's convolution (as jaxmeta's xla_vjp Conv-4)":
+            ("forward", lambda x, g, k: conv3x3(x, k)),
         "input gradient: JAX's transpose of the im2col product (product into patches + nine pad-and-adds)":
             ("input", lambda x, g, k: jax.vjp(lambda a: im2col_3x3(a) @ k.reshape(width, c), x)[1](g)[0]),
-        "input gradient: XLA's convolution of the output gradient with the flipped kernel":
-            ("input", lambda x, g, k: conv(g, flipped(k))),
+        "input gradient: XLA's convolution of the output gradient with the flipped kernel (as jaxmeta's xla_vjp "
+        "Conv-4)":
+            ("input", lambda x, g, k: jax.vjp(lambda a: conv3x3(a, k), x)[1](g)[0]),
         "input gradient: JAX's transpose of XLA's convolution":
             ("input", lambda x, g, k: jax.vjp(lambda a: conv(a, k), x)[1](g)[0]),
         "weight gradient: patches contracted with the output gradient over rows (as jaxmeta's im2col Conv-4)":

@@ -221,7 +221,7 @@ def _kernel_grad(x, g):
     (``[C_in, H+2, W+2, B]``), the output gradient as an ``[H, W, B, C_out]``
     kernel, giving ``[C_in, 3, 3, C_out]``. Written with explicit transposes it
     runs on XLA:CPU's multi-threaded convolution (layer 2 of the Omniglot
-    reference: 120 ms for 32 episodes on 2 cores, against 270-300 ms for the
+    reference: 122-180 ms for 32 episodes on 2 cores, against 258-308 ms for the
     patch product; ``benchmarks/conv_products.py``); the same convolution given
     as dimension numbers instead of transposes, as JAX's own rule does, ran
     100x slower. With one input channel (grey images) the patch product is
