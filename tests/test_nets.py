@@ -82,31 +82,39 @@ def test_max_pool_derivatives_equal_jnp_max_including_ties():
 
 
 @pytest.mark.parametrize("conv_impl", ["im2col", "xla_vjp"])
-@pytest.mark.parametrize("size", [6, 7])
-def test_fused_block_equals_conv_norm_relu_pool_layers(size, conv_impl):
-    x = jax.random.normal(jax.random.key(0), (5, size, size, 3))
-    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
-    scale = jnp.array([1.5, -0.5, 0.0, 2.0])  # a negative and a zero scale: the sign folding must hold
-    bias = jnp.array([0.1, 0.2, -0.3, 0.0])
+@pytest.mark.parametrize("size,c_in,c_out", [(6, 3, 4), (7, 3, 4), (7, 1, 12)])
+def test_fused_block_equals_conv_norm_relu_pool_layers(size, c_in, c_out, conv_impl):
+    # (7, 1, 12): few input channels, where the block takes its statistics from the patch Gram matrix
+    x = jax.random.normal(jax.random.key(0), (5, size, size, c_in))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out))
+    scale = jnp.resize(jnp.array([1.5, -0.5, 0.0, 2.0]), c_out)  # negative and zero scales: the sign folding
+    bias = jnp.resize(jnp.array([0.1, 0.2, -0.3, 0.0]), c_out)
 
     def layers(kernel, scale, bias, conv_bias):
         params = {"params": {"kernel": kernel, "bias": conv_bias}}
-        y = nets.PatchConv(4).apply(params, x)
+        y = nets.PatchConv(c_out).apply(params, x)
         y = nets.TaskBatchNorm().apply({"params": {"scale": scale, "bias": bias}}, y)
         return nets.max_pool_2x2(jax.nn.relu(y))
 
     def fused(kernel, scale, bias, conv_bias):
         return nets.conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=conv_impl)
 
-    args = (kernel, scale, bias, jnp.array([0.3, -1.0, 2.0, 0.5]))  # the conv bias cancels in batch norm
+    args = (kernel, scale, bias, jnp.resize(jnp.array([0.3, -1.0, 2.0, 0.5]), c_out))  # cancels in batch norm
     np.testing.assert_allclose(np.asarray(fused(*args)), np.asarray(layers(*args)), rtol=1e-5, atol=1e-5)
     w = jax.random.normal(jax.random.key(2), fused(*args).shape)
     grads = [jax.grad(lambda *a, f=f: jnp.vdot(jnp.tanh(f(*a)), w), argnums=(0, 1, 2, 3))(*args)
              for f in (layers, fused)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
+    # second order (MAML's meta-gradient differentiates the block's gradient again)
+    def gradient_norm(f):
+        return lambda k: sum(jnp.sum(g ** 2) for g in jax.grad(lambda *a: jnp.vdot(jnp.tanh(f(*a)), w),
+                                                               argnums=(0, 1, 2))(k, *args[1:]))
+
+    np.testing.assert_allclose(np.asarray(jax.grad(gradient_norm(fused))(kernel)),
+                               np.asarray(jax.grad(gradient_norm(layers))(kernel)), rtol=2e-3, atol=2e-3)
     low = nets.conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=conv_impl, dtype=jnp.bfloat16)
-    assert low.dtype == jnp.bfloat16 and low.shape == (5, size // 2, size // 2, 4)
+    assert low.dtype == jnp.bfloat16 and low.shape == (5, size // 2, size // 2, c_out)
     np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(fused(*args)), rtol=0.1, atol=0.1)
 
 

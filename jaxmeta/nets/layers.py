@@ -98,7 +98,11 @@ def _max_pool_2x2_jvp(primals, tangents):
     pooled = max_pool_2x2(x)
     windows = _pool_windows(x)
     is_max = jax.lax.stop_gradient(windows == pooled[:, :, None, :, None, :])
-    count = is_max.sum(axis=(2, 4)).astype(pooled.dtype)
+    # the tie count as a sum of four strided views, elementwise: XLA:CPU's loop for a reduce over the
+    # window axes runs several times slower
+    h2, w2 = pooled.shape[1:3]
+    count = sum((jax.lax.stop_gradient(x[:, i : 2 * h2 : 2, j : 2 * w2 : 2, :]) == pooled).astype(pooled.dtype)
+                for i in range(2) for j in range(2))
     return pooled, jnp.where(is_max, _pool_windows(dx), 0).sum(axis=(2, 4)) / count
 
 
@@ -145,6 +149,28 @@ def _patch_matrix(x, stride: int):
     return patches.reshape(-1, patches.shape[-1]), 1
 
 
+def _conv_moments(x, kernel):
+    """Per-channel mean and variance of ``conv(x, kernel)`` (3x3 'SAME', stride 1) without reading its output.
+
+    The output is ``P @ K`` (``P`` the ``[N, 9 * C_in]`` patch matrix, ``K`` the
+    kernel matrix), so its channel means are ``mean(P) @ K`` and its mean squares
+    ``diag(K^T (P^T P / N) K)``. With few input channels (``9 * C_in <= C_out``:
+    grey or colour images) the patch Gram matrix is tiny, and the statistics
+    cost a small matrix product instead of two passes over the largest
+    activation of the network (and their gradients an add of the same size).
+    Float32 at least, as :func:`_channel_moments`.
+    """
+    ftype = jnp.promote_types(x.dtype, jnp.float32)
+    patches, entries = _patch_matrix(x.astype(ftype), 1)  # the kernel gradient's patches, shared
+    rows = 1 - entries
+    n = patches.shape[rows]
+    k = kernel.astype(ftype).reshape(-1, kernel.shape[-1])
+    mean_p = patches.mean(rows)
+    gram = jax.lax.dot_general(patches, patches, (((rows,), (rows,)), ((), ()))) / n
+    mean = mean_p @ k
+    return mean, jnp.maximum(jnp.sum((gram @ k) * k, axis=0) - mean * mean, 0.0)
+
+
 def _patch_conv(x, kernel, stride: int = 1):
     """3x3 'SAME' convolution as patches times the ``[9 * C_in, C_out]`` kernel matrix, no bias."""
     b, h, w, c_in = x.shape
@@ -161,7 +187,9 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 def conv3x3(x, kernel):
     """3x3 'SAME' stride-1 convolution (``lax.conv``), with gradients lowered for speed on CPU.
 
-    The value is XLA's convolution. The derivative rules are written out, and are
+    The value is XLA's convolution (a patch product for one input channel,
+    where XLA:CPU's convolution runs at a few percent of its peak). The
+    derivative rules are written out, and are
     exact: the input gradient is the same convolution of the output gradient with
     the kernel flipped in space and transposed in channels, and the kernel
     gradient is a 'VALID' convolution of the channels-first input with the
@@ -192,6 +220,8 @@ def conv3x3(x, kernel):
       >>> bool(jnp.allclose(f(conv3x3), f(ref), atol=1e-4))
       True
     """
+    if x.shape[-1] == 1:  # a patch product: XLA:CPU's convolution runs far below its peak on one input channel
+        return _patch_conv(x, kernel)
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
 
 
@@ -292,7 +322,10 @@ def conv_norm_relu_pool(x, kernel, scale, bias, *, epsilon: float = 1e-5, conv_i
       ``sign(scale)`` into the kernel makes the map increasing, so the max-pool
       commutes with it and the normalisation and ReLU run on a quarter of the
       activations (forward and backward). Statistics are still those of the
-      full-resolution output.
+      full-resolution output;
+    * with few input channels (``9 * C_in <= C_out``: the first block on grey
+      or colour images) those statistics come from the input's small patch
+      Gram matrix instead of two passes over the block's largest activation.
 
     Args:
       x: ``[B, H, W, C_in]``.
@@ -323,8 +356,12 @@ def conv_norm_relu_pool(x, kernel, scale, bias, *, epsilon: float = 1e-5, conv_i
     dtype = dtype or x.dtype
     sign = jax.lax.stop_gradient(jnp.where(scale >= 0, 1.0, -1.0)).astype(kernel.dtype)
     conv = _patch_conv if conv_impl == "im2col" else conv3x3
-    z = conv(x.astype(dtype), (kernel * sign).astype(dtype))
-    mean_z, var = _channel_moments(z)
+    signed = (kernel * sign).astype(dtype)
+    z = conv(x.astype(dtype), signed)
+    if 9 * x.shape[-1] <= kernel.shape[-1]:
+        mean_z, var = _conv_moments(x.astype(dtype), signed)
+    else:
+        mean_z, var = _channel_moments(z)
     a = scale * jnp.reciprocal(jnp.sqrt(var + epsilon))
     # a * y + bias - a * mean_y with y = sign * z, so |a| = a * sign multiplies the pooled z
     y = max_pool_2x2(z).astype(mean_z.dtype) * (a * sign) + (bias - a * mean_z * sign)
