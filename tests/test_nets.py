@@ -202,13 +202,31 @@ def test_conv4_xla_vjp_equals_xla_and_rejects_strides():
     x = jax.random.normal(jax.random.key(0), (4, 14, 14, 1))
     for kw in ({}, {"norm": "layer"}, {"last_pool": False}):  # fused blocks, plain conv3x3 layers, both
         params = nets.conv4(out=3, blocks=2, channels=4, **kw).init(jax.random.key(1), x)
-        ref = nets.conv4(out=3, blocks=2, channels=4, **kw).apply(params, x)
+        ref = nets.conv4(out=3, blocks=2, channels=4, conv_impl="xla", **kw).apply(params, x)
         got = nets.conv4(out=3, blocks=2, channels=4, conv_impl="xla_vjp", **kw).apply(params, x)
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4, err_msg=str(kw))
     with pytest.raises(ValueError, match="stride-1"):
         nets.conv4(downsample="stride", conv_impl="xla_vjp")
     with pytest.raises(ValueError, match="conv_impl"):
         nets.conv4(conv_impl="cudnn")
+
+
+def test_conv4_auto_lowering_is_the_backends_fastest():
+    # "auto" resolves when conv4 is called: the lowering benchmarks/README.md measured fastest per backend
+    from jaxmeta.nets.conv import _default_conv_impl
+
+    cpu = jax.default_backend() == "cpu"
+    assert _default_conv_impl("max_pool") == ("xla_vjp" if cpu else "xla")
+    assert _default_conv_impl("stride") == ("im2col" if cpu else "xla")
+    x = jax.random.normal(jax.random.key(0), (2, 14, 14, 1))
+    net = nets.conv4(out=3, blocks=2, channels=4)
+    params = net.init(jax.random.key(1), x)
+    explicit = nets.conv4(out=3, blocks=2, channels=4, conv_impl=_default_conv_impl("max_pool"))
+    np.testing.assert_array_equal(np.asarray(net.apply(params, x)), np.asarray(explicit.apply(params, x)))
+    if cpu:  # the documented limit of xla_vjp, and its way out
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(lambda p: net.apply(p, x), (params,), (params,))
+        jax.jvp(lambda p: nets.conv4(out=3, blocks=2, channels=4, conv_impl="xla").apply(p, x), (params,), (params,))
 
 
 def test_conv4_last_pool_option():

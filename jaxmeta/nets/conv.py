@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxmeta.nets.base import Network, from_linen
@@ -75,7 +76,7 @@ def conv4(
     downsample: str = "max_pool",
     norm: str = "batch",
     readout: str = "flatten",
-    conv_impl: str = "xla",
+    conv_impl: str = "auto",
     last_pool: bool = True,
     dtype: Any = None,
 ) -> Network:
@@ -102,9 +103,13 @@ def conv4(
       readout: ``"flatten"`` or ``"mean"`` (global average over space, as MAML's
         reference code does on Omniglot).
       conv_impl: how the convolutions are computed; same parameters, same
-        outputs; pick the faster for your backend and batching (see
-        benchmarks/README.md):
+        outputs, different speed (see benchmarks/README.md):
 
+        * ``"auto"`` (default): the fastest measured for the default backend
+          (``jax.default_backend()`` when ``conv4`` is called): on CPU
+          ``"xla_vjp"`` (``"im2col"`` with ``downsample="stride"``), where
+          ``"xla"``'s meta-steps ran 3-40x slower; elsewhere ``"xla"``.
+          Pass ``"xla"`` to differentiate in forward mode (``jax.jvp``) on CPU;
         * ``"xla"``: ``flax.linen.Conv`` (``lax.conv`` and JAX's derivatives);
         * ``"im2col"``: patches + matmul (:class:`jaxmeta.nets.PatchConv`): fast
           under ``vmap`` with per-task weights, where ``lax.conv`` becomes a
@@ -139,8 +144,10 @@ def conv4(
         raise ValueError(f"norm: expected 'batch', 'layer' or 'none', got {norm!r}.")
     if readout not in ("flatten", "mean"):
         raise ValueError(f"readout: expected 'flatten' or 'mean', got {readout!r}.")
-    if conv_impl not in ("xla", "im2col", "xla_vjp"):
-        raise ValueError(f"conv_impl: expected 'xla', 'im2col' or 'xla_vjp', got {conv_impl!r}.")
+    if conv_impl not in ("auto", "xla", "im2col", "xla_vjp"):
+        raise ValueError(f"conv_impl: expected 'auto', 'xla', 'im2col' or 'xla_vjp', got {conv_impl!r}.")
+    if conv_impl == "auto":
+        conv_impl = _default_conv_impl(downsample)
     if conv_impl == "xla_vjp" and downsample == "stride":
         raise ValueError("conv_impl='xla_vjp' computes stride-1 convolutions only; with downsample='stride' "
                          "use conv_impl='im2col' (or 'xla').")
@@ -148,3 +155,10 @@ def conv4(
         raise ValueError(f"channels and blocks must be positive, got {channels} and {blocks}.")
     return from_linen(Conv4(channels=channels, blocks=blocks, out=out, downsample=downsample, norm=norm,
                             readout=readout, conv_impl=conv_impl, last_pool=last_pool, dtype=dtype))
+
+
+def _default_conv_impl(downsample: str) -> str:
+    """``conv4``'s ``"auto"``: the lowering measured fastest on the default backend (benchmarks/README.md)."""
+    if jax.default_backend() != "cpu":
+        return "xla"
+    return "im2col" if downsample == "stride" else "xla_vjp"
