@@ -196,6 +196,19 @@ def test_conv3x3_under_vmap_with_per_task_kernels_equals_a_loop():
     for i in range(3):
         for got, want in zip(batched, jax.grad(loss, argnums=(0, 1))(xs[i], kernels[i])):
             np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=1e-5, atol=1e-5)
+    # one kernel shared by the vmapped episodes (ProtoNets): its gradient is the sum over episodes, first
+    # and second order (the kernel gradient has a batching rule of its own)
+    k = kernels[0]
+    shared = jax.grad(lambda k: jax.vmap(loss, (0, None))(xs, k).sum())(k)
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(sum(jax.grad(loss, 1)(x, k) for x in xs)),
+                               rtol=1e-5, atol=1e-5)
+
+    def grad_norm(conv):
+        inner = jax.grad(lambda k, x: jnp.sum(jnp.tanh(conv(x, k)) ** 2))
+        return jax.grad(lambda k: jnp.sum(jax.vmap(inner, (None, 0))(k, xs) ** 2))(k)
+
+    np.testing.assert_allclose(np.asarray(grad_norm(nets.conv3x3)), np.asarray(grad_norm(_lax_conv)), rtol=1e-4,
+                               atol=1e-3)
 
 
 def test_conv4_xla_vjp_equals_xla_and_rejects_strides():
