@@ -278,9 +278,14 @@ def _kernel_grad(x, g):
 def _kernel_grad_vmap(axis_size, in_batched, x, g):
     # one episode's kernel gradient at a time: vmapped, the convolution above would become a grouped
     # convolution (a slow generic path on XLA:CPU) with one group per episode
-    x = x if in_batched[0] else jnp.broadcast_to(x, (axis_size,) + x.shape)
-    g = g if in_batched[1] else jnp.broadcast_to(g, (axis_size,) + g.shape)
-    return jax.lax.map(lambda xg: _kernel_grad(*xg), (x, g)), True
+    # (an unbatched argument is closed over, not copied once per episode)
+    batched = tuple(a for a, b in zip((x, g), in_batched) if b)
+
+    def one(slices):
+        it = iter(slices)
+        return _kernel_grad(*(next(it) if b else a for a, b in zip((x, g), in_batched)))
+
+    return jax.lax.map(one, batched), True
 
 
 def _kernel_grad_fwd(x, g):
