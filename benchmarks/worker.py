@@ -252,12 +252,8 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
         print(f"all instructions {extra['profiled_ms_per_step']:.1f} ms/step, of which matrix products (dot_general) "
               f"{extra['dot_general_ms_per_step']:.1f}", file=sys.stderr)
     peak_rss = peak_rss_mb()
-    if batching in ("map", "accumulate"):
-        # XLA's cost analysis counts a loop body once: count the same step's FLOPs in its vmap form
-        # (compiled only, after the memory reading above, so it cannot inflate the peak)
-        flops = _flops(train.make_meta_step(learner, opt, batching="vmap").lower(state, episodes, key).compile())
-    else:
-        flops = _flops(compiled)
+    # compiled after the memory reading above, so it cannot inflate the peak
+    flops = step_flops(learner, opt, state, episodes, key)
     return _summary(times, cfg, {**extra,
         "compile_s": compile_s,
         "flops_per_step": flops,
@@ -267,6 +263,29 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
         "peak_rss_mb": peak_rss,
         "loss": float(m["loss"]),
     })
+
+
+def step_flops(learner, opt, state, episodes, key) -> float:
+    """FLOPs of one meta-step over ``episodes`` from XLA's cost analysis, loops over episodes counted in full.
+
+    XLA's cost analysis counts a loop body once, and most batchings loop over episodes somewhere
+    (``map``, ``accumulate``; under ``vmap``, conv3x3's kernel-gradient rule). So count the step
+    with its episodes unrolled (``batching="unroll"``, no such loop) for one and for two episodes,
+    and extend the line to the meta-batch: the difference is one episode's cost, the rest the
+    per-step cost of the optimizer update. (Loops inside one episode, a rolled inner loop under
+    ``remat`` or iMAML's conjugate gradient, are still counted once.)
+    """
+    import jax
+
+    from jaxmeta import train
+
+    def count(n):
+        part = jax.tree_util.tree_map(lambda a: a[:n], episodes)
+        return _flops(train.make_meta_step(learner, opt, batching="unroll").lower(state, part, key).compile())
+
+    batch = len(jax.tree_util.tree_leaves(episodes)[0])
+    one = count(1)
+    return one if batch == 1 else one + (batch - 1) * (count(2) - one)
 
 
 def _flops(compiled) -> float:

@@ -31,6 +31,27 @@ def test_worker_reports_time_flops_and_memory():
     assert json.dumps(row)
 
 
+def test_step_flops_counts_every_episode_of_a_looped_step():
+    import jax
+    import optax
+
+    from jaxmeta import Episode, train
+
+    cfg = {"task": "sinusoid", "shots": 5, "queries": 5, "meta_batch": 4, "inner_steps": 2, "inner_lr": 0.01}
+    learner, _ = worker.jax_learner(cfg)
+    episodes = Episode(*(jax.numpy.asarray(a) for a in worker.make_data(cfg)))
+    opt = optax.adam(1e-3)
+    state = train.init_state(learner, opt, jax.random.key(0), episodes)
+    key = jax.random.key(1)
+
+    def xla_count(batching):
+        return worker._flops(train.make_meta_step(learner, opt, batching=batching).lower(state, episodes, key).compile())
+
+    exact = xla_count("unroll")  # straight-line code: XLA counts every episode
+    assert xla_count("accumulate") < 0.5 * exact  # a loop over episodes: XLA counts its body once
+    assert worker.step_flops(learner, opt, state, episodes, key) == pytest.approx(exact, rel=1e-2)
+
+
 @pytest.mark.skipif(shutil.which("taskset") is None or not hasattr(os, "sched_getaffinity"),
                     reason="pinning needs Linux's taskset")
 def test_matmul_peak_on_given_cores_runs_pinned_to_them():
