@@ -113,6 +113,14 @@ def test_compiled_loop_matches_host_loop():
     chex.assert_trees_all_close(host.state.params, device.state.params, rtol=1e-5, atol=1e-6)
 
 
+def test_fit_with_a_rolled_loop_equals_the_default():
+    default = _fit(10, device_sampling=True, steps_per_call=5)
+    rolled = _fit(10, device_sampling=True, steps_per_call=5, unroll=1)
+    chex.assert_trees_all_close(default.state.params, rolled.state.params, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="device_sampling"):
+        _fit(10, unroll=1)
+
+
 def test_train_loop_chunks_on_cpu_give_the_scan_result():
     # 40 steps on CPU run as 4 calls of one compiled 10-step chunk (no loop in the program);
     # an explicit unroll keeps one scan. Both are the same 40 meta-steps with the same keys.

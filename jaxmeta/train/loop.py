@@ -45,6 +45,7 @@ def fit(
     state: Optional[MetaState] = None,
     device_sampling: bool = False,
     steps_per_call: int = 1,
+    unroll=None,
     batching: str = "vmap",
     mesh=None,
     eval_fn: Optional[Callable[[Any], Dict[str, Any]]] = None,
@@ -76,6 +77,11 @@ def fit(
       device_sampling: sample inside the compiled loop (no host round trip).
       steps_per_call: with device sampling, meta-steps per compiled call
         (``lax.scan``); log/eval/checkpoint intervals must be multiples of it.
+      unroll: with device sampling, how each call's steps are compiled (see
+        :func:`jaxmeta.train.make_train_loop`): ``None`` picks per backend
+        (on CPU, unrolled chunks: safe with any network), ``1`` one rolled
+        scan (on CPU, faster to compile, and about as fast to run for
+        nets without XLA's own convolution gradients, e.g. ``nets.conv4()``).
       batching: episode mapping (``"vmap"``, ``"map"``, ``"unroll"``, ``"accumulate"``; see
         :func:`jaxmeta.train.make_meta_step`).
       mesh: optional device mesh to shard the episode axis over.
@@ -123,6 +129,8 @@ def fit(
         raise ValueError(f"steps_per_call: expected a positive integer, got {steps_per_call}.")
     if chunk > 1 and not device_sampling:
         raise ValueError("steps_per_call > 1 needs device_sampling=True (host sampling runs one step per call).")
+    if unroll is not None and not device_sampling:
+        raise ValueError("unroll applies to the compiled loop: it needs device_sampling=True.")
     log_every = _check_every("log_every", log_every, chunk) or chunk
     eval_every = _check_every("eval_every", eval_every, chunk)
     if checkpoint_every is None:
@@ -168,7 +176,8 @@ def fit(
 
         def advance(state, n):
             if n not in loops:
-                loops[n] = make_train_loop(learner, optimizer, sample_fn, steps=n, batching=batching, mesh=mesh)
+                loops[n] = make_train_loop(learner, optimizer, sample_fn, steps=n, batching=batching, unroll=unroll,
+                                          mesh=mesh)
             return loops[n](state, loop_key)
     else:
         meta_step = make_meta_step(learner, optimizer, batching=batching, mesh=mesh)
