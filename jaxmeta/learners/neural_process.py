@@ -131,6 +131,11 @@ def _build(
         num_ways = int(num_ways)
         if num_ways < 2:
             raise ValueError(f"num_ways: expected at least 2 classes, got {num_ways}.")
+        if not deterministic_path:
+            # the decoder would see (x*, z) for every class alike: equal logits, chance accuracy, no gradient
+            raise ValueError(f"num_ways={num_ways} with deterministic_path=False: a latent-only neural process has one "
+                             "global z and no per-class representation, so it gives every class the same logit; use "
+                             "deterministic_path=True for classification.")
     min_std = float(min_std)
     if not (min_std >= 0.0 and math.isfinite(min_std)):
         raise ValueError(f"min_std: expected a non-negative float, got {min_std}.")
@@ -140,7 +145,9 @@ def _build(
     latent_head = mlp((latent_hidden[-1],), 2 * latent_dim) if latent else None
 
     def decoder(out: int) -> Network:
-        return mlp(decoder_hidden, out)
+        # out == 1: one logit per (query, class) pair from a shared head; a bias would shift every
+        # logit alike, which softmax ignores, so it would never receive a gradient
+        return mlp(decoder_hidden, out, head_bias=out != 1)
 
     # ----- pieces shared by init / adapt / loss / predict -------------------------------------------
     def features(params, x):
@@ -183,7 +190,7 @@ def _build(
             parts.append(jnp.broadcast_to(r[None], (b, r.shape[-1])))
         if z is not None:
             parts.append(jnp.broadcast_to(z[None], (b, z.shape[-1])))
-        out = decoder(params["decoder"]["head"]["bias"].shape[0]).apply(params["decoder"], jnp.concatenate(parts, -1))
+        out = decoder(params["decoder"]["head"]["kernel"].shape[-1]).apply(params["decoder"], jnp.concatenate(parts, -1))
         mean, raw = jnp.split(out, 2, axis=-1)
         return mean, min_std + jax.nn.softplus(raw)
 
@@ -311,7 +318,7 @@ def _build(
 
     def predict(meta_params, task_params, x):
         f_q = features(meta_params, x)
-        classification = meta_params["decoder"]["head"]["bias"].shape[0] == 1  # regression has 2 * D_y outputs
+        classification = meta_params["decoder"]["head"]["kernel"].shape[-1] == 1  # regression has 2 * D_y outputs
         out = predictive(meta_params, task_params, f_q, classification)
         if classification:
             return out
@@ -415,7 +422,9 @@ def neural_process(
       embedding: optional input network (see :func:`cnp`).
       latent_hidden: widths of the latent path's set encoder MLP.
       latent_dim: size of ``z``.
-      deterministic_path: also use the CNP representation ``r``.
+      deterministic_path: also use the CNP representation ``r``. Classification
+        needs it (its class-wise ``r`` is what tells the classes apart), so
+        ``deterministic_path=False`` with ``num_ways`` raises.
       encoder_hidden, decoder_hidden, num_ways, min_std, metrics: as :func:`cnp`.
       predict_samples: draws of ``z`` for the predictive distribution.
 

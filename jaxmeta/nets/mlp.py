@@ -20,6 +20,7 @@ class MLP(nn.Module):
     out: Optional[int]
     activation: Callable = nn.relu
     dtype: Any = None
+    head_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -29,7 +30,7 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             x = self.activation(nn.Dense(width, dtype=self.dtype, name=f"hidden_{i}")(x))
         if self.out is not None:
-            x = nn.Dense(self.out, dtype=self.dtype, name="head")(x)
+            x = nn.Dense(self.out, use_bias=self.head_bias, dtype=self.dtype, name="head")(x)
         return x.astype(jnp.float32) if self.dtype is not None else x
 
 
@@ -39,6 +40,7 @@ def mlp(
     *,
     activation: Callable[[jax.Array], jax.Array] = nn.relu,
     dtype: Any = None,
+    head_bias: bool = True,
 ) -> Network:
     """An MLP as a pure :class:`~jaxmeta.nets.Network`.
 
@@ -51,6 +53,9 @@ def mlp(
       activation: nonlinearity after each hidden layer.
       dtype: computation dtype (e.g. ``jnp.bfloat16``); params stay float32,
         outputs are returned in float32.
+      head_bias: give the head a bias. Drop it where a constant added to every
+        output cannot change the loss (one logit per class from a shared head,
+        under softmax): there its meta-gradient is exactly zero.
 
     Returns:
       A :class:`Network`.
@@ -61,10 +66,12 @@ def mlp(
       >>> p = net.init(jax.random.key(0), jnp.zeros((1, 1)))
       >>> sorted(p)
       ['head', 'hidden_0', 'hidden_1']
+      >>> sorted(mlp((8,), 1, head_bias=False).init(jax.random.key(0), jnp.zeros((1, 3)))["head"])
+      ['kernel']
     """
     hidden = tuple(int(h) for h in hidden)
     if any(h <= 0 for h in hidden):
         raise ValueError(f"hidden: widths must be positive, got {hidden}.")
     if out is not None and int(out) <= 0:
         raise ValueError(f"out: expected a positive width or None, got {out}.")
-    return from_linen(MLP(hidden=hidden, out=out, activation=activation, dtype=dtype))
+    return from_linen(MLP(hidden=hidden, out=out, activation=activation, dtype=dtype, head_bias=bool(head_bias)))
