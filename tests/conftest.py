@@ -5,12 +5,27 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import shutil
+import tempfile
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-import pytest
+# One compilation cache on disk for this run's processes (the pytest-xdist workers, and the subprocesses
+# tests start, which inherit the environment): about three quarters of the suite's time is XLA compiling,
+# and the same program often compiles in several modules or workers (the per-module jax.clear_caches
+# below empties the in-memory cache). A fresh folder per run, made by the first process (the xdist
+# controller, before it starts the workers) and removed by it at the end; set JAXMETA_TEST_NO_CACHE=1 to
+# compile everything afresh. No size limit: a limit makes every write lock the folder and add up the size
+# of every entry in it, which slowed the run down as the cache grew (a half-written entry read by another
+# worker fails to decompress, and JAX then compiles the program itself).
+_OWN_CACHE = not os.environ.get("JAXMETA_TEST_NO_CACHE") and not os.environ.get("JAX_COMPILATION_CACHE_DIR")
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxmeta-test-xla-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # op-by-op programs too
+
+import jax  # noqa: E402  (after the cache settings, which jax reads when imported)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import pytest  # noqa: E402
 
 from jaxmeta import Episode, learners, losses, nets, scenarios
 from jaxmeta.train import meta_step as _meta_step
@@ -33,6 +48,12 @@ def _release_compiled_programs(request):
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
             rss = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
             f.write(f"{request.module.__name__}: rss {rss} MB, peak {peak} MB\n")
+
+
+def pytest_sessionfinish(session):
+    if _OWN_CACHE:  # the process that made the folder (workers inherit it and do not own it)
+        shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
+
 
 DATA_DIR = os.environ.get("JAXMETA_DATA")
 
