@@ -70,6 +70,20 @@ SCRIPT = textwrap.dedent('''
         s4, _ = loop4(train.replicate(state, mesh), jax.random.key(4))
         for a, b in zip(jax.tree_util.tree_leaves(s1), jax.tree_util.tree_leaves(s4)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-4)
+    # a conv net with CPU's default lowering (conv3x3, whose kernel gradient has a vmap rule: a loop over
+    # episodes), with vmap and map: each device maps its own episodes (shard_map), as accumulate does
+    images = jax.random.uniform(jax.random.key(6), (6, 4, 14, 14, 1))
+    eps = scenarios.fewshot_episodes(jax.random.key(7), images, num_tasks=8, ways=2, shots=1, queries=2)
+    learner = learners.maml(nets.conv4(out=2, blocks=2, channels=4), losses.softmax_cross_entropy, inner_lr=0.4)
+    opt = optax.sgd(1.0)
+    state = train.init_state(learner, opt, jax.random.key(8), eps)
+    ref, m1 = train.make_meta_step(learner, opt)(state, eps, jax.random.key(9))
+    for batching in ("vmap", "map"):
+        multi, m4 = train.make_meta_step(learner, opt, batching=batching, mesh=mesh)(
+            train.replicate(state, mesh), train.shard_episodes(eps, mesh), jax.random.key(9))
+        for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(multi.params)):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5, err_msg=batching)
+        np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-5)
     try:  # inside jit, without shard_episodes' own check
         train.make_meta_step(cases[0][0], optax.sgd(0.1), batching="accumulate", mesh=train.episode_mesh())(
             train.init_state(cases[0][0], optax.sgd(0.1), jax.random.key(0), cases[0][1](jax.random.key(0))),
