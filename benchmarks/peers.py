@@ -10,6 +10,10 @@ before timing):
 * ``sinusoid``: MLP 1-40-40-1, meta-batch 25, 10-shot, 10 queries, 5 inner
   steps (lr 0.01), second order, Adam outer. Overhead-bound.
 
+On a CPU with several cores, jaxmeta also runs with the episode axis sharded
+over one forced XLA host device per core (``XLA_FLAGS=
+--xla_force_host_platform_device_count=N`` and ``mesh=train.episode_mesh()``).
+
 Each implementation runs in its own process; the table reports the median
 seconds per meta-step after warm-up (and the interquartile range), tasks per
 second, compile / first-step time, working memory during the timed steps
@@ -22,6 +26,7 @@ Usage: ``python -m benchmarks.peers [--configs omniglot sinusoid] [--cores 0]``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from benchmarks import harness
@@ -51,6 +56,13 @@ def run(configs, cores=None, quick=False) -> dict:
         ours = harness.run_worker("jaxmeta", dict(cfg, **JAXMETA_CPU[name]), cores=cores)
         ours.update(impl="jaxmeta", setting=str(JAXMETA_CPU[name]))
         rows.append(ours)
+        devices = len(cores) if cores is not None else (os.cpu_count() or 1)
+        if machine["backend"] == "cpu" and devices > 1 and cfg["meta_batch"] % devices == 0:
+            # the same step with the episode axis sharded over one forced host device per core
+            setting = dict(JAXMETA_CPU[name], host_devices=devices)
+            row = harness.run_worker("jaxmeta", dict(cfg, **setting), cores=cores)
+            row.update(impl=f"jaxmeta, {devices} host devices", setting=str(setting))
+            rows.append(row)
         for impl in PEERS:
             check = harness.run_worker(impl, dict(cfg, steps=1), cores=cores, check_gradient=True)
             row = harness.run_worker(impl, cfg, cores=cores)

@@ -4,7 +4,8 @@ The harnesses (``meta_step.py``, ``peers.py``) start one worker process per
 measurement, so peak memory and compile caches never leak between rows.
 
 Implementations: ``jaxmeta`` (options ``batching``, ``conv_impl``, ``remat``,
-``learner`` in maml|fomaml|meta_sgd|anil|protonet|imaml, ``dtype``), ``l2l``
+``learner`` in maml|fomaml|meta_sgd|anil|protonet|imaml, ``dtype``, ``host_devices``:
+the episode axis sharded over that many forced CPU host devices), ``l2l``
 (learn2learn's MAML, per-task loop), ``torchfunc_vmap`` and ``torchfunc_loop``
 (torch.func MAML with vmap over tasks, or a loop).
 """
@@ -208,7 +209,18 @@ def profile_ops(run_once, hlo_text: str, steps: int) -> list:
              "source": ops[name][1]} for name, us in sorted(totals.items(), key=lambda kv: -kv[1])]
 
 
+def _force_host_devices(n: int) -> None:
+    """Splits this CPU process into ``n`` XLA host devices (before jax is imported)."""
+    if "jax" in sys.modules:
+        raise RuntimeError("host_devices must be set before jax is imported (the worker runs one config per process)")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+
+
 def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
+    devices = int(cfg.get("host_devices", 1))
+    if devices > 1:  # the episode axis sharded over this many CPU host devices (a mesh in the same step)
+        _force_host_devices(devices)
     import jax
     import optax
 
@@ -220,7 +232,12 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
     opt = optax.adam(cfg.get("outer_lr", 1e-3))
     state = train.init_state(learner, opt, jax.random.key(0), episodes)
     batching = cfg.get("batching", "vmap")
-    step = train.make_meta_step(learner, opt, batching=batching)
+    flops_args = (state, episodes)  # unsharded: the FLOP count compiles its own single-device step
+    mesh = None
+    if devices > 1:
+        mesh = train.episode_mesh()
+        state, episodes = train.replicate(state, mesh), train.shard_episodes(episodes, mesh)
+    step = train.make_meta_step(learner, opt, batching=batching, mesh=mesh)
     key = jax.random.key(1)
     t0 = time.perf_counter()
     compiled = step.lower(state, episodes, key).compile()
@@ -253,7 +270,7 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
               f"{extra['dot_general_ms_per_step']:.1f}", file=sys.stderr)
     peak_rss = peak_rss_mb()
     # compiled after the memory reading above, so it cannot inflate the peak
-    flops = step_flops(learner, opt, state, episodes, key)
+    flops = step_flops(learner, opt, *flops_args, key)
     return _summary(times, cfg, {**extra,
         "compile_s": compile_s,
         "flops_per_step": flops,
@@ -262,6 +279,7 @@ def run_jaxmeta(cfg: dict, profile_steps: int = 0) -> dict:
         "xla_temp_mb": xla_temp / 2**20,
         "peak_rss_mb": peak_rss,
         "loss": float(m["loss"]),
+        "devices": jax.device_count(),
     })
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import harness, worker
@@ -29,6 +30,17 @@ def test_worker_reports_time_flops_and_memory():
     assert row["steps_timed"] == 3 and row["step_s_median"] > 0
     assert row["flops_per_step"] > 0 and row["compile_s"] > 0
     assert json.dumps(row)
+
+
+def test_worker_shards_the_episodes_over_forced_host_devices():
+    cfg = {"task": "sinusoid", "shots": 5, "queries": 5, "meta_batch": 4, "inner_steps": 2, "inner_lr": 0.01,
+           "steps": 3, "warmup": 1, "batching": "accumulate"}
+    one = harness.run_worker("jaxmeta", cfg, timeout=300)
+    two = harness.run_worker("jaxmeta", dict(cfg, host_devices=2), timeout=300)
+    assert "error" not in two, two
+    assert one["devices"] == 1 and two["devices"] == 2
+    assert two["flops_per_step"] == one["flops_per_step"]  # counted on the unsharded step
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)  # same data, same start, 6 steps
 
 
 def test_step_flops_counts_every_episode_of_a_looped_step():
