@@ -21,7 +21,7 @@ def test_shapes_and_finite_values(kind, factory):
     learner = factory()
     eps = episodes_for(kind, jax.random.key(0))
     ep = take_episodes(eps, 0)
-    # jitted: run op by op, each primitive compiles on its own (hundreds of compiles per learner)
+    # jitted (run op by op, each primitive would compile on its own: hundreds of compiles per learner)
     params = jax.jit(learner.init)(jax.random.key(1), ep)
     task_params = jax.jit(learner.adapt)(params, ep, jax.random.key(2))
     loss, metrics = jax.jit(learner.loss)(params, task_params, ep)

@@ -243,16 +243,11 @@ def _meta_gradient(learner, params, episodes: Episode, key: jax.Array, batching:
     loop over the episode axis, such as conv3x3's kernel-gradient rule, on every
     device for every episode: 4 devices took 4x as long as one).
     """
-    if batching != "accumulate" and mesh is None:
-        def objective(p):
-            losses, metrics = episode_metrics(learner, p, episodes, key, batching)
-            return jnp.mean(losses), (losses, metrics)
-
-        return jax.grad(objective, has_aux=True)(params)
     n = episode_batch_size(episodes)
-    keys = jax.random.split(key, n)  # the same per-episode keys with or without a mesh
+    keys = jax.random.split(key, n)  # as episode_metrics splits them, with or without a mesh
 
     def summed(p, eps, ks):
+        """The gradient of these episodes' summed loss, and their (losses, metrics)."""
         if batching != "accumulate":
             def total_loss(q):
                 losses, metrics = map_episodes(functools.partial(_episode_loss, learner, q), eps, ks, batching)
