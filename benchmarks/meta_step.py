@@ -192,6 +192,9 @@ else:  # sinusoid MAML: MLP 1-40-40-1, meta-batch 25, 10-shot, 5 inner steps, se
         return Episode(xs.astype(np.float32), f(xs), xq.astype(np.float32), f(xq))
 state0 = train.init_state(learner, opt, jax.random.key(0), dev_sample(jax.random.key(1)))
 out = {}
+# FLOPs of one meta-step (XLA's cost analysis, every episode counted): the step's floor at the matmul peak
+from benchmarks.worker import step_flops
+out["flops_per_step"] = step_flops(learner, opt, state0, dev_sample(jax.random.key(1)), jax.random.key(3))
 # host-sampled loop: NumPy sampler on the host, one jitted meta-step per iteration
 step = train.make_meta_step(learner, opt, batching=setting["batching"])
 keys = jax.jit(train.step_keys)
@@ -247,11 +250,19 @@ def suite_loop(quick, peak):
                            ("the same, one rolled lax.scan (unroll=1)", "rolled_s_per_step")):
             first = {"compiled_s_per_step": "compiled_first_call_s", "rolled_s_per_step": "rolled_first_call_s"}.get(key)
             rows.append({"label": label, "step_s": r[key], "speedup": r["host_s_per_step"] / r[key],
-                         "first_call_s": r.get(first) if first else None})
+                         "first_call_s": r.get(first) if first else None,
+                         "pct_peak": 100 * r["flops_per_step"] / r[key] / 1e9 / peak})
         harness.print_table(rows, [(title, "label", "s"), ("s/step", "step_s", ".3g"),
-                                   ("speed-up vs host loop", "speedup", ".2f"), ("first call s", "first_call_s", ".3g")],
+                                   ("speed-up vs host loop", "speedup", ".2f"), ("first call s", "first_call_s", ".3g"),
+                                   ("% peak", "pct_peak", ".0f")],
                             "training loop: compiled with on-device sampling vs host-sampled")
-        out[config] = {"rows": rows, "raw": r, "setting": setting}
+        # no loop can make the step itself faster than its FLOPs at the matmul peak: the ceiling on its speed-up
+        floor_s = r["flops_per_step"] / 1e9 / peak
+        bound = {"gflop_per_step": r["flops_per_step"] / 1e9, "step_s_at_peak": floor_s,
+                 "speedup_ceiling_at_peak": r["host_s_per_step"] / floor_s}
+        print(f"{bound['gflop_per_step']:.3g} GFLOP per step: {1e3 * floor_s:.3g} ms at the {peak:.0f} GFLOP/s peak, "
+              f"so no loop can be more than {bound['speedup_ceiling_at_peak']:.2f}x the host loop here")
+        out[config] = {"rows": rows, "raw": r, "setting": setting, "bound": bound}
     return out
 
 
