@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 
 import chex
@@ -83,6 +85,23 @@ def test_compiler_options_yield_to_the_users_flags_and_to_an_xla_that_rejects_th
         meta_step._accepted_options.cache_clear()
 
 
+@contextlib.contextmanager
+def _log_messages():
+    """Collects the messages jax logs while the block runs (``jax.log_compiles`` logs each compile)."""
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler, logger = Collect(level=logging.DEBUG), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_checkpoint_stop_resume_equals_uninterrupted(tmp_path):
     full = _fit(20, str(tmp_path / "full"), checkpoint_every=10)
     part = _fit(10, str(tmp_path / "resumed"), checkpoint_every=10)
@@ -105,6 +124,15 @@ def test_resume_with_device_sampling_is_exact(tmp_path):
     _fit(10, str(tmp_path / "b"), **kw)
     resumed = _fit(20, str(tmp_path / "b"), **kw)
     chex.assert_trees_all_equal(full.state.params, resumed.state.params)
+    # re-opening the finished run only reads its checkpoint: the state to restore onto is built from
+    # shapes, so neither the sampler nor the network's init is compiled
+    jax.clear_caches()
+    with jax.log_compiles(True), _log_messages() as messages:
+        again = _fit(20, str(tmp_path / "b"), **kw)
+    compiled = {m.split(" of ")[1].split(" in ")[0] for m in messages if m.startswith("Finished XLA compilation")}
+    assert compiled and not compiled & {"jit(init)", "jit(sinusoid)"}, compiled  # (key handling compiles)
+    chex.assert_trees_all_equal(full.state.params, again.state.params)
+    assert type(again.state) is train.MetaState
 
 
 def test_compiled_loop_matches_host_loop():

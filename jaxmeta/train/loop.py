@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
@@ -73,7 +74,9 @@ def fit(
         JAX and is compiled into the training loop.
       key: PRNG key of the run.
       num_steps: total meta-steps (a resumed run continues up to this).
-      state: initial state (default: ``init_state`` from the first batch).
+      state: initial state (default: ``init_state`` from the first batch; when
+        resuming with ``device_sampling``, only its shapes: nothing compiles
+        before the checkpoint is read).
       device_sampling: sample inside the compiled loop (no host round trip).
       steps_per_call: with device sampling, meta-steps per compiled call
         (``lax.scan``); log/eval/checkpoint intervals must be multiples of it.
@@ -138,13 +141,7 @@ def fit(
     checkpoint_every = _check_every("checkpoint_every", checkpoint_every, chunk)
 
     init_key, loop_key = jax.random.split(key)
-    sample_first = jax.jit(sample_fn) if device_sampling else sample_fn
-    if state is None:
-        first = sample_first(step_keys(loop_key, 0)[0])
-        validate_episode(first, batched=True)
-        state = init_state(learner, optimizer, init_key, first)
-
-    checkpointer, log_path, history, elapsed0, train0 = None, None, [], 0.0, 0.0
+    checkpointer, log_path, history, elapsed0, train0, latest = None, None, [], 0.0, 0.0, None
     if workdir is not None:
         from jaxmeta.train.checkpoint import Checkpointer
 
@@ -158,6 +155,24 @@ def fit(
                 f"workdir {workdir!r} already holds a run (checkpoint at step {latest}); pass resume=True to "
                 "continue it, or choose a new workdir (or delete this one) to start over."
             )
+    if state is None:
+        first_key = step_keys(loop_key, 0)[0]
+        make_state = functools.partial(init_state, learner, optimizer, init_key)
+        try:
+            if latest is not None and device_sampling:
+                # resuming: the checkpoint is restored onto the state's shapes, so nothing is sampled or
+                # compiled here (a finished run re-opened for its results only reads its checkpoint)
+                state = jax.eval_shape(lambda k: make_state(sample_fn(k)), first_key)
+            else:
+                first = (jax.jit(sample_fn) if device_sampling else sample_fn)(first_key)
+                validate_episode(first, batched=True)
+                state = jax.eval_shape(make_state, first) if latest is not None else make_state(first)
+        except BaseException:
+            if checkpointer is not None:
+                checkpointer.close()
+            raise
+
+    if checkpointer is not None:
         if latest is not None:
             state = checkpointer.restore(state, latest)
             truncate_jsonl(log_path, int(state.step))
