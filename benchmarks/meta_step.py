@@ -190,11 +190,12 @@ else:  # sinusoid MAML: MLP 1-40-40-1, meta-batch 25, 10-shot, 5 inner steps, se
         xs, xq = r.uniform(-5, 5, (25, 10, 1)), r.uniform(-5, 5, (25, 10, 1))
         f = lambda x: (amp * np.sin(x - phase)).astype(np.float32)
         return Episode(xs.astype(np.float32), f(xs), xq.astype(np.float32), f(xq))
-state0 = train.init_state(learner, opt, jax.random.key(0), dev_sample(jax.random.key(1)))
+episodes0 = dev_sample(jax.random.key(1))
+state0 = train.init_state(learner, opt, jax.random.key(0), episodes0)
 out = {}
 # FLOPs of one meta-step (XLA's cost analysis, every episode counted): the step's floor at the matmul peak
 from benchmarks.worker import step_flops
-out["flops_per_step"] = step_flops(learner, opt, state0, dev_sample(jax.random.key(1)), jax.random.key(3))
+out["flops_per_step"] = step_flops(learner, opt, state0, episodes0, jax.random.key(3))
 # host-sampled loop: NumPy sampler on the host, one jitted meta-step per iteration
 step = train.make_meta_step(learner, opt, batching=setting["batching"])
 keys = jax.jit(train.step_keys)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -85,23 +84,6 @@ def test_compiler_options_yield_to_the_users_flags_and_to_an_xla_that_rejects_th
         meta_step._accepted_options.cache_clear()
 
 
-@contextlib.contextmanager
-def _log_messages():
-    """Collects the messages jax logs while the block runs (``jax.log_compiles`` logs each compile)."""
-    messages = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler, logger = Collect(level=logging.DEBUG), logging.getLogger("jax")
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-
-
 def test_checkpoint_stop_resume_equals_uninterrupted(tmp_path):
     full = _fit(20, str(tmp_path / "full"), checkpoint_every=10)
     part = _fit(10, str(tmp_path / "resumed"), checkpoint_every=10)
@@ -118,7 +100,7 @@ def test_checkpoint_stop_resume_equals_uninterrupted(tmp_path):
     assert jax.tree_util.tree_structure(resumed.state) == jax.tree_util.tree_structure(full.state)
 
 
-def test_resume_with_device_sampling_is_exact(tmp_path):
+def test_resume_with_device_sampling_is_exact(tmp_path, caplog):
     kw = dict(device_sampling=True, steps_per_call=5, checkpoint_every=10)
     full = _fit(20, str(tmp_path / "a"), **kw)
     _fit(10, str(tmp_path / "b"), **kw)
@@ -127,9 +109,9 @@ def test_resume_with_device_sampling_is_exact(tmp_path):
     # re-opening the finished run only reads its checkpoint: the state to restore onto is built from
     # shapes, so neither the sampler nor the network's init is compiled
     jax.clear_caches()
-    with jax.log_compiles(True), _log_messages() as messages:
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING, logger="jax"):
         again = _fit(20, str(tmp_path / "b"), **kw)
-    compiled = {m.split(" of ")[1].split(" in ")[0] for m in messages if m.startswith("Finished XLA compilation")}
+    compiled = {m.split(" of ")[1].split(" in ")[0] for m in caplog.messages if m.startswith("Finished XLA compilation")}
     assert compiled and not compiled & {"jit(init)", "jit(sinusoid)"}, compiled  # (key handling compiles)
     chex.assert_trees_all_equal(full.state.params, again.state.params)
     assert type(again.state) is train.MetaState

@@ -155,10 +155,10 @@ def fit(
                 f"workdir {workdir!r} already holds a run (checkpoint at step {latest}); pass resume=True to "
                 "continue it, or choose a new workdir (or delete this one) to start over."
             )
-    if state is None:
-        first_key = step_keys(loop_key, 0)[0]
-        make_state = functools.partial(init_state, learner, optimizer, init_key)
-        try:
+    try:  # (the checkpointer is closed if the state cannot be built or restored)
+        if state is None:
+            first_key = step_keys(loop_key, 0)[0]
+            make_state = functools.partial(init_state, learner, optimizer, init_key)
             if latest is not None and device_sampling:
                 # resuming: the checkpoint is restored onto the state's shapes, so nothing is sampled or
                 # compiled here (a finished run re-opened for its results only reads its checkpoint)
@@ -167,20 +167,18 @@ def fit(
                 first = (jax.jit(sample_fn) if device_sampling else sample_fn)(first_key)
                 validate_episode(first, batched=True)
                 state = jax.eval_shape(make_state, first) if latest is not None else make_state(first)
-        except BaseException:
-            if checkpointer is not None:
-                checkpointer.close()
-            raise
-
-    if checkpointer is not None:
         if latest is not None:
             state = checkpointer.restore(state, latest)
             truncate_jsonl(log_path, int(state.step))
             history = read_jsonl(log_path)
             elapsed0 = max((r.get("elapsed", 0.0) for r in history), default=0.0)
             train0 = max((r.get("train_seconds", 0.0) for r in history), default=0.0)
-        elif os.path.exists(log_path):
+        elif log_path is not None and os.path.exists(log_path):
             os.unlink(log_path)  # a log without a checkpoint belongs to no state we can continue
+    except BaseException:
+        if checkpointer is not None:
+            checkpointer.close()
+        raise
 
     if mesh is not None:
         from jaxmeta.train.sharding import replicate, shard_episodes
