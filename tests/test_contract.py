@@ -23,6 +23,8 @@ def test_shapes_and_finite_values(kind, factory):
     ep = take_episodes(eps, 0)
     # jitted (run op by op, each primitive would compile on its own: hundreds of compiles per learner)
     params = jax.jit(learner.init)(jax.random.key(1), ep)
+    # init reads the example's shapes only (init_state passes zeros, or a sampler's eval_shape)
+    chex.assert_trees_all_equal(train.init_state(learner, optax.sgd(0.1), jax.random.key(1), eps).params, params)
     task_params = jax.jit(learner.adapt)(params, ep, jax.random.key(2))
     loss, metrics = jax.jit(learner.loss)(params, task_params, ep)
     chex.assert_shape(loss, ())

@@ -28,16 +28,19 @@ def _small_encoder(features_only=False):
 
 
 def test_embeddings_do_not_depend_on_the_batch():
+    # (jitted throughout here and below: run op by op, every primitive of these nets compiles on its own)
     x, _ = _packed(jax.random.key(0))
     net = _small_encoder()
-    p = net.init(jax.random.key(1), x)
-    full = net.apply(p, x)
+    p = jax.jit(net.init)(jax.random.key(1), x)
+    apply = jax.jit(net.apply)
+    full = apply(p, x)
     for i in range(x.shape[0]):
-        np.testing.assert_allclose(net.apply(p, x[i : i + 1])[0], full[i], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(apply(p, x[i : i + 1])[0], full[i], rtol=1e-5, atol=1e-5)
     conv = nets.conv4(norm="layer", channels=4)
     img = jax.random.uniform(jax.random.key(2), (5, 16, 16, 1))
-    pc = conv.init(jax.random.key(3), img)
-    np.testing.assert_allclose(conv.apply(pc, img[:2]), conv.apply(pc, img)[:2], rtol=1e-5, atol=1e-5)
+    pc = jax.jit(conv.init)(jax.random.key(3), img)
+    apply = jax.jit(conv.apply)
+    np.testing.assert_allclose(apply(pc, img[:2]), apply(pc, img)[:2], rtol=1e-5, atol=1e-5)
 
 
 def test_fused_embedding_is_the_mean_of_the_modalities_then_head():
@@ -46,17 +49,18 @@ def test_fused_embedding_is_the_mean_of_the_modalities_then_head():
     strokes = jax.random.normal(jax.random.fold_in(key, 1), (3, 12, 3))
     body = _small_encoder(features_only=True)
     full = _small_encoder()
-    p = full.init(key, scenarios.pack_examples(images, strokes, jnp.array([2, 2, 2])))
+    p = jax.jit(full.init)(key, scenarios.pack_examples(images, strokes, jnp.array([2, 2, 2])))
     pb = {k: v for k, v in p.items() if k != "head"}
-    f = {m: body.apply(pb, scenarios.pack_examples(images, strokes, jnp.full(3, m))) for m in range(3)}
+    body_apply, full_apply = jax.jit(body.apply), jax.jit(full.apply)
+    f = {m: body_apply(pb, scenarios.pack_examples(images, strokes, jnp.full(3, m))) for m in range(3)}
     np.testing.assert_allclose(f[2], (f[0] + f[1]) / 2, rtol=1e-5, atol=1e-5)
     head = nets.mlp((), 8)
-    out = full.apply(p, scenarios.pack_examples(images, strokes, jnp.array([0, 1, 2])))
+    out = full_apply(p, scenarios.pack_examples(images, strokes, jnp.array([0, 1, 2])))
     ref = head.apply({"head": p["head"]}, jnp.stack([f[0][0], f[1][1], f[2][2]]))
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     # an image-only example ignores whatever sits in the stroke slots
     other = scenarios.pack_examples(images, strokes * 0 + 7.0, jnp.zeros(3, jnp.int32))
-    np.testing.assert_allclose(full.apply(p, other), full.apply(p, scenarios.pack_examples(images, strokes, jnp.zeros(3, jnp.int32))))
+    np.testing.assert_allclose(full_apply(p, other), full_apply(p, scenarios.pack_examples(images, strokes, jnp.zeros(3, jnp.int32))))
 
 
 def test_stroke_encoder_rejects_bad_sizes():
@@ -249,11 +253,12 @@ def test_views_embed_every_drawing_in_every_modality():
     plain, views = _small_encoder(), nets.multimodal_encoder((16, 16, 1), (12, 3), dim=8, image_channels=4,
                                                              stroke_channels=(8, 8), views=True)
     both = scenarios.pack_examples(images, strokes, jnp.full(4, 2))
-    p = plain.init(key, both)
-    out = views.apply(p, both)  # same params
+    p = jax.jit(plain.init)(key, both)
+    out = jax.jit(views.apply)(p, both)  # same params
     assert out.shape == (4, 3, 8)
+    plain_apply = jax.jit(plain.apply)
     for m in range(3):
-        np.testing.assert_allclose(out[:, m], plain.apply(p, scenarios.pack_examples(images, strokes, jnp.full(4, m))),
+        np.testing.assert_allclose(out[:, m], plain_apply(p, scenarios.pack_examples(images, strokes, jnp.full(4, m))),
                                    rtol=1e-5, atol=1e-5)
 
 
@@ -268,18 +273,19 @@ def test_protonet_views_loss_is_the_mean_over_modality_pairs():
     multi = learners.protonet(views_net, num_ways=3, views=True)
     single = learners.protonet(_small_encoder(), num_ways=3)
     ep = Episode(pack(slice(0, 6), 2), ys, pack(slice(6, 12), 2), yq)
-    p = multi.init(key, ep)
-    value, metrics = multi.loss(p, multi.adapt(p, ep, key), ep)
+    p = jax.jit(multi.init)(key, ep)
+    loss_of = lambda learner: jax.jit(lambda q, e: learner.loss(q, learner.adapt(q, e, key), e))  # noqa: E731
+    value, metrics = loss_of(multi)(p, ep)
+    single_loss = loss_of(single)  # one program for the nine modality pairs
     losses_, accs = [], []
     for s_mod, q_mod in itertools.product(range(3), range(3)):
-        e = Episode(pack(slice(0, 6), s_mod), ys, pack(slice(6, 12), q_mod), yq)
-        v, m = single.loss(p, single.adapt(p, e, key), e)
+        v, m = single_loss(p, Episode(pack(slice(0, 6), s_mod), ys, pack(slice(6, 12), q_mod), yq))
         losses_.append(v)
         accs.append(m["accuracy"])
     np.testing.assert_allclose(value, np.mean(losses_), rtol=1e-5)
     np.testing.assert_allclose(metrics["accuracy"], np.mean(accs), rtol=1e-5)
-    assert multi.predict(p, multi.adapt(p, ep, key), ep.query_x).shape == (6, 3, 3, 3)
-    g = jax.grad(lambda q: multi.loss(q, multi.adapt(q, ep, key), ep)[0])(p)
+    assert jax.eval_shape(lambda q: multi.predict(q, multi.adapt(q, ep, key), ep.query_x), p).shape == (6, 3, 3, 3)
+    g = jax.jit(jax.grad(lambda q: multi.loss(q, multi.adapt(q, ep, key), ep)[0]))(p)
     assert all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(g))
     with pytest.raises(ValueError, match="views=True"):
         learners.protonet(views_net, num_ways=3).init(key, ep)
@@ -287,8 +293,8 @@ def test_protonet_views_loss_is_the_mean_over_modality_pairs():
         learners.protonet(_small_encoder(), num_ways=3, views=True).init(key, ep)
     # align adds the mean view_alignment_loss over the 6 ordered view pairs of every query
     aligned = learners.protonet(views_net, num_ways=3, views=True, align=0.5)
-    value_a, metrics_a = aligned.loss(p, aligned.adapt(p, ep, key), ep)
-    emb = views_net.apply(p["net"], ep.query_x)
+    value_a, metrics_a = loss_of(aligned)(p, ep)
+    emb = jax.jit(views_net.apply)(p["net"], ep.query_x)
     terms = [losses.view_alignment_loss(emb[:, i], emb[:, j], yq) for i in range(3) for j in range(3) if i != j]
     np.testing.assert_allclose(metrics_a["alignment"], np.mean(terms), rtol=1e-5)
     np.testing.assert_allclose(value_a, value + 0.5 * metrics_a["alignment"], rtol=1e-5)

@@ -244,7 +244,7 @@ def train_method(config: Config, method: str, run_dir: str, train_pools, test_po
     init_key, fit_key, monitor_key = jax.random.split(key, 3)
     state = None
     if init_net is not None:  # warm start: the shared network, fresh extra parameters and optimizer state
-        state = train.init_state(learner, opt, init_key, jax.jit(sample)(init_key))
+        state = train.init_state(learner, opt, init_key, jax.eval_shape(sample, init_key))  # (sampler not compiled)
         params = dict(state.params, net=init_net)
         state = train.MetaState(params, opt.init(params), jnp.zeros((), jnp.int32))
     monitor_learner = build_learner(config, method, TEST_WAYS, None if metric else config.maml_test_steps)

@@ -20,6 +20,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -134,7 +135,9 @@ def init_state(learner: MetaLearner, optimizer: optax.GradientTransformation, ke
       optimizer: the outer optax optimizer.
       key: PRNG key for the parameter initialisation.
       episodes: a batch of episodes (leading ``E`` axis) like those the
-        meta-step will receive.
+        meta-step will receive, or only its shapes (``jax.ShapeDtypeStruct``
+        leaves, e.g. ``jax.eval_shape(sample_fn, key)``: the sampler then
+        neither compiles nor runs).
 
     Example:
       >>> import jax, optax
@@ -144,12 +147,20 @@ def init_state(learner: MetaLearner, optimizer: optax.GradientTransformation, ke
       >>> state = train.init_state(learner, optax.adam(1e-3), jax.random.key(1), eps)
       >>> int(state.step)
       0
+      >>> shapes = jax.eval_shape(lambda k: scenarios.sinusoid(k, num_tasks=4, support_shots=5, query_shots=5),
+      ...                         jax.random.key(0))
+      >>> same = train.init_state(learner, optax.adam(1e-3), jax.random.key(1), shapes)
+      >>> bool((same.params["net"]["head"]["kernel"] == state.params["net"]["head"]["kernel"]).all())
+      True
     """
     _check_learner(learner)
     _check_optimizer(optimizer)
     validate_episode(episodes, batched=True, check_values=False)
-    # one compiled init: run op by op, a Conv-4 init caches hundreds of small executables (~100 MB)
-    params = jax.jit(learner.init)(key, take_episodes(episodes, 0))
+    # the example episode is host zeros of one episode's shapes (a learner's init reads shapes only; slicing
+    # the batch would compile a program per field); one compiled init: run op by op, a Conv-4 init caches
+    # hundreds of small executables (~100 MB)
+    example = jax.tree_util.tree_map(lambda a: np.zeros(a.shape[1:], a.dtype), episodes)
+    params = jax.jit(learner.init)(key, example)
     return MetaState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
