@@ -12,16 +12,18 @@ from jaxmeta import nets
 
 
 def test_conv4_shapes_and_layer_names():
+    # (shapes only, from jax.eval_shape: run op by op, a Conv-4 init and apply compile hundreds of primitives)
     net = nets.conv4(out=5)
-    params = net.init(jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
+    params = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((2, 28, 28, 1)))
     assert sorted(params) == sorted([f"conv_{i}" for i in range(4)] + [f"norm_{i}" for i in range(4)] + ["head"])
-    assert net.apply(params, jnp.zeros((3, 28, 28, 1))).shape == (3, 5)
+    assert params["conv_0"]["kernel"].shape == (3, 3, 1, 64) and params["head"]["kernel"].shape == (64, 5)
+    assert jax.eval_shape(net.apply, params, jnp.zeros((3, 28, 28, 1))).shape == (3, 5)
     emb = nets.conv4()
-    p = emb.init(jax.random.key(0), jnp.zeros((1, 28, 28)))
-    assert emb.apply(p, jnp.zeros((4, 28, 28))).shape == (4, 64)  # 28 -> 14 -> 7 -> 3 -> 1
+    p = jax.eval_shape(emb.init, jax.random.key(0), jnp.zeros((1, 28, 28)))
+    assert jax.eval_shape(emb.apply, p, jnp.zeros((4, 28, 28))).shape == (4, 64)  # 28 -> 14 -> 7 -> 3 -> 1
     strided = nets.conv4(out=5, downsample="stride", readout="mean")
-    p = strided.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    assert "norm_0" in p and strided.apply(p, jnp.zeros((2, 28, 28, 1))).shape == (2, 5)
+    p = jax.eval_shape(strided.init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert "norm_0" in p and jax.eval_shape(strided.apply, p, jnp.zeros((2, 28, 28, 1))).shape == (2, 5)
 
 
 def test_batch_norm_uses_the_batch_it_is_given_and_keeps_no_state():
@@ -100,9 +102,10 @@ def test_fused_block_equals_conv_norm_relu_pool_layers(size, c_in, c_out, conv_i
         return nets.conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=conv_impl)
 
     args = (kernel, scale, bias, jnp.resize(jnp.array([0.3, -1.0, 2.0, 0.5]), c_out))  # cancels in batch norm
-    np.testing.assert_allclose(np.asarray(fused(*args)), np.asarray(layers(*args)), rtol=1e-5, atol=1e-5)
-    w = jax.random.normal(jax.random.key(2), fused(*args).shape)
-    grads = [jax.grad(lambda *a, f=f: jnp.vdot(jnp.tanh(f(*a)), w), argnums=(0, 1, 2, 3))(*args)
+    out = jax.jit(fused)(*args)  # (jitted: op by op, every primitive of the derivatives compiles on its own)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(jax.jit(layers)(*args)), rtol=1e-5, atol=1e-5)
+    w = jax.random.normal(jax.random.key(2), out.shape)
+    grads = [jax.jit(jax.grad(lambda *a, f=f: jnp.vdot(jnp.tanh(f(*a)), w), argnums=(0, 1, 2, 3)))(*args)
              for f in (layers, fused)]
     for a, b in zip(*grads):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4)
@@ -111,11 +114,11 @@ def test_fused_block_equals_conv_norm_relu_pool_layers(size, c_in, c_out, conv_i
         return lambda k: sum(jnp.sum(g ** 2) for g in jax.grad(lambda *a: jnp.vdot(jnp.tanh(f(*a)), w),
                                                                argnums=(0, 1, 2))(k, *args[1:]))
 
-    np.testing.assert_allclose(np.asarray(jax.grad(gradient_norm(fused))(kernel)),
-                               np.asarray(jax.grad(gradient_norm(layers))(kernel)), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(gradient_norm(fused)))(kernel)),
+                               np.asarray(jax.jit(jax.grad(gradient_norm(layers)))(kernel)), rtol=2e-3, atol=2e-3)
     low = nets.conv_norm_relu_pool(x, kernel, scale, bias, conv_impl=conv_impl, dtype=jnp.bfloat16)
     assert low.dtype == jnp.bfloat16 and low.shape == (5, size // 2, size // 2, c_out)
-    np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(fused(*args)), rtol=0.1, atol=0.1)
+    np.testing.assert_allclose(np.asarray(low, np.float32), np.asarray(out), rtol=0.1, atol=0.1)
 
 
 def test_stateful_linen_modules_are_rejected():
@@ -263,7 +266,7 @@ def test_maml_meta_gradient_is_the_same_for_every_conv_lowering_and_batching(dow
     for impl, batchings in lowerings:
         net = nets.conv4(out=2, blocks=2, channels=4, downsample=downsample, readout="mean", conv_impl=impl)
         learner = learners.maml(net, losses.softmax_cross_entropy, inner_lr=0.4, inner_steps=2)
-        params = learner.init(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], eps))
+        params = jax.jit(learner.init)(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], eps))
 
         def reference(p):  # a per-task loop, no batching machinery
             total = 0.0

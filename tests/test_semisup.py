@@ -410,7 +410,7 @@ def test_semisup_learners_train_with_the_shared_loop():
                                                   unlabelled_per_class=3, distractors=2)
     learner = learners.semisup_protonet(nets.mlp((16,), None), num_ways=3, refine="masked_soft_kmeans")
     result = train.fit(learner, optax.adam(1e-2), sample, key=jax.random.key(3), num_steps=20, device_sampling=True,
-                       steps_per_call=10, log_every=10, progress=False)
+                       steps_per_call=10, unroll=1, log_every=10, progress=False)  # (rolled: compiles fast)
     assert np.isfinite(result.history[-1]["loss"])
     r = train.evaluate(learner, result.state.params, sample, key=jax.random.key(4), num_episodes=8)
     assert r["accuracy"]["n"] == 8
