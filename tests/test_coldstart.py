@@ -212,7 +212,7 @@ def test_embedding_mlp_and_decision_layer_adaptation(toy):
     ep = jax.tree_util.tree_map(lambda a: a[0], test.episodes)
     learner = learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=2,
                             adapt_filter=nets.decision_layers((8, 8)))
-    meta = learner.init(jax.random.key(1), ep)
+    meta = jax.jit(learner.init)(jax.random.key(1), ep)
     assert sorted(meta["net"]) == ["embed_0", "embed_1", "embed_2", "embed_3", "embed_4", "embed_5", "embed_dense",
                                    "head", "hidden_0", "hidden_1"]
     np.testing.assert_allclose(meta["net"]["head"]["bias"], [3.5])

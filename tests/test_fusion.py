@@ -77,7 +77,7 @@ def test_stroke_encoder_rejects_bad_sizes():
 def test_stroke_attention_sees_the_whole_trajectory_and_stays_per_example():
     net = nets.stroke_encoder(8, channels=(8, 8), attention_layers=2, attention_heads=2)
     s = jax.random.normal(jax.random.key(5), (3, 16, 3))
-    p = net.init(jax.random.key(6), s)
+    p = jax.jit(net.init)(jax.random.key(6), s)
     assert {"attention_0", "attention_1", "position", "attention_out_norm"} <= set(p["params"] if "params" in p else p)
     apply = jax.jit(net.apply)
     out = apply(p, s)
@@ -105,7 +105,7 @@ def test_metric_finetune_without_steps_is_protonet():
     net = nets.mlp((), 5)
     ft = learners.metric_finetune(net, num_ways=3, inner_steps=0)
     proto = learners.protonet(net, num_ways=3)
-    p = ft.init(jax.random.key(1), ep)
+    p = jax.jit(ft.init)(jax.random.key(1), ep)
     lf, mf = ft.loss(p, ft.adapt(p, ep, None), ep)
     lp, mp = proto.loss(p, proto.adapt(p, ep, None), ep)
     np.testing.assert_allclose(lf, lp, rtol=1e-6)
@@ -118,7 +118,7 @@ def test_metric_finetune_adapts_only_the_filtered_params_and_lowers_the_support_
     net = nets.mlp((6,), 5)
     ft = learners.metric_finetune(net, num_ways=3, inner_steps=5, inner_lr=0.05, support_loss=support_loss,
                                   learn_inner_lr="per_parameter")
-    p = ft.init(jax.random.key(3), ep)
+    p = jax.jit(ft.init)(jax.random.key(3), ep)
     task = ft.adapt(p, ep, None)
     np.testing.assert_array_equal(task["net"]["hidden_0"]["kernel"], p["net"]["hidden_0"]["kernel"])
     assert not np.allclose(task["net"]["head"]["kernel"], p["net"]["head"]["kernel"])
@@ -313,7 +313,7 @@ def test_late_fusion_head_sums_the_modalities_distances():
     head = nets.mlp((), 5)
     p = {"head": head.init(jax.random.key(0), jnp.zeros((1, 6)))["head"]}
     two = fusion.per_view(head)
-    assert jax.tree_util.tree_structure(two.init(jax.random.key(0), jnp.zeros((1, 12)))) == \
+    assert jax.tree_util.tree_structure(jax.jit(two.init)(jax.random.key(0), jnp.zeros((1, 12)))) == \
         jax.tree_util.tree_structure(p)
     # ProtoNet logits on the late features = image logits + stroke logits (squared distances add up)
     ys, yq = jnp.arange(4), jnp.arange(4)

@@ -40,7 +40,7 @@ def test_maml_meta_gradient_matches_finite_differences_float64():
             learners.meta_sgd(net, losses.squared_error, inner_lr=0.1, inner_steps=2),
             learners.maml_plus_plus(net, losses.squared_error, inner_lr=0.1, inner_steps=2),
         ):
-            params = learner.init(jax.random.key(0), ep)
+            params = jax.jit(learner.init)(jax.random.key(0), ep)
             params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), params)
             assert jax.tree_util.tree_leaves(params)[0].dtype == jnp.float64
             check_grads(_meta_objective(learner, ep), (params,), order=1, modes=["rev"], eps=1e-5, atol=1e-6,
@@ -76,7 +76,7 @@ def test_first_order_equals_hand_written_stop_gradient():
     ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
     alpha, steps = 0.1, 2
     fo = learners.fomaml(net, losses.squared_error, inner_lr=alpha, inner_steps=steps)
-    params = fo.init(jax.random.key(0), ep)
+    params = jax.jit(fo.init)(jax.random.key(0), ep)
 
     def hand_written(meta):
         p = meta["net"]
@@ -101,7 +101,7 @@ def test_remat_and_scan_give_the_same_meta_gradient():
     rng = np.random.default_rng(3)
     ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
     base = learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3)
-    params = base.init(jax.random.key(0), ep)
+    params = jax.jit(base.init)(jax.random.key(0), ep)
     ref = jax.grad(_meta_objective(base, ep))(params)
     for variant in (learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3, remat=True),
                     learners.maml(net, losses.squared_error, inner_lr=0.1, inner_steps=3, unroll=1)):
@@ -118,7 +118,7 @@ def test_remat_bounds_xla_temporaries_as_inner_steps_grow():
 
     def temp_mb(steps, remat):
         learner = learners.maml(net, losses.squared_error, inner_lr=0.01, inner_steps=steps, remat=remat)
-        params = learner.init(jax.random.key(0), ep)
+        params = jax.jit(learner.init)(jax.random.key(0), ep)
         compiled = jax.jit(jax.grad(_meta_objective(learner, ep))).lower(params).compile()
         return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
@@ -155,7 +155,7 @@ def test_reptile_gradient_is_theta_minus_phi():
     rng = np.random.default_rng(4)
     ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
     learner = learners.reptile(net, losses.squared_error, inner_lr=0.1, inner_steps=3)
-    params = learner.init(jax.random.key(0), ep)
+    params = jax.jit(learner.init)(jax.random.key(0), ep)
     phi = learner.adapt(params, ep, jax.random.key(1))
     got = jax.grad(_meta_objective(learner, ep))(params)["net"]
     for g, t, p in zip(*(jax.tree_util.tree_leaves(x) for x in (got, params["net"], phi))):
@@ -167,7 +167,7 @@ def test_anil_adapts_only_the_head():
     rng = np.random.default_rng(5)
     ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
     learner = learners.anil(net, losses.squared_error, inner_lr=0.1, inner_steps=2)
-    params = learner.init(jax.random.key(0), ep)
+    params = jax.jit(learner.init)(jax.random.key(0), ep)
     adapted = learner.adapt(params, ep, jax.random.key(1))
     np.testing.assert_array_equal(adapted["hidden_0"]["kernel"], params["net"]["hidden_0"]["kernel"])
     assert np.abs(np.asarray(adapted["head"]["kernel"] - params["net"]["head"]["kernel"])).max() > 0
@@ -178,7 +178,7 @@ def test_meta_sgd_multi_step_clamps_per_step_rates():
     rng = np.random.default_rng(6)
     ep = Episode(*(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((5, 1), (5, 1), (7, 1), (7, 1))))
     trained = learners.maml_plus_plus(net, losses.squared_error, inner_steps=2, inner_lr=0.1)
-    params = trained.init(jax.random.key(0), ep)
+    params = jax.jit(trained.init)(jax.random.key(0), ep)
     longer = learners.maml_plus_plus(net, losses.squared_error, inner_steps=5, inner_lr=0.1)
     loss, _ = longer.loss(params, longer.adapt(params, ep, jax.random.key(1)), ep)
     assert np.isfinite(float(loss))
@@ -217,7 +217,7 @@ def test_imaml_runs_through_reverse_mode_only_layers():
     for impl in ("xla", "xla_vjp"):
         learner = learners.imaml(nets.conv4(out=2, blocks=2, channels=4, conv_impl=impl), losses.softmax_cross_entropy,
                                  reg=1.0, inner_lr=0.1, inner_steps=2, cg_steps=3)
-        params = learner.init(jax.random.key(2), ep)
+        params = jax.jit(learner.init)(jax.random.key(2), ep)
         grads.append(jax.jit(jax.grad(_meta_objective(learner, ep)))(params))
     for got, want in zip(*(jax.tree_util.tree_leaves(g) for g in reversed(grads))):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)

@@ -36,11 +36,11 @@ def _episode(kind):
 def test_task_params_are_the_task_models_params(kind):
     learner = _learners()[kind]
     ep = _episode(kind)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     task_params = learner.adapt(params, ep, jax.random.key(2))
     task_net = nets.mlp((4,), 1) if kind == "regression" else nets.mlp((), 3)
     kind = "classification" if kind == "per_class" else kind
-    template = task_net.init(jax.random.key(0), jnp.zeros((1, 8)))
+    template = jax.jit(task_net.init)(jax.random.key(0), jnp.zeros((1, 8)))
     assert jax.tree_util.tree_structure(task_params) == jax.tree_util.tree_structure(template)
     for a, b in zip(jax.tree_util.tree_leaves(task_params), jax.tree_util.tree_leaves(template)):
         assert a.shape == b.shape
@@ -60,7 +60,7 @@ def test_task_params_are_the_task_models_params(kind):
 def test_permutation_and_padding_invariance(kind):
     learner = _learners()[kind]
     ep = _episode(kind)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     ref = learner.adapt(params, ep, None)
     perm = jax.random.permutation(jax.random.key(3), ep.support_x.shape[0])
     shuffled = learner.adapt(params, ep._replace(support_x=ep.support_x[perm], support_y=ep.support_y[perm]), None)
@@ -78,7 +78,7 @@ def test_permutation_and_padding_invariance(kind):
 def test_generator_starts_near_the_base_weights():
     learner = learners.hypernetwork(nets.mlp((4,), 1), losses.squared_error, init_scale=1e-4, **HYPER)
     ep = _episode("regression")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     flat = jax.flatten_util.ravel_pytree(learner.adapt(params, ep, None))[0]
     np.testing.assert_allclose(np.asarray(flat), np.asarray(params["base"]), atol=1e-3)
 
@@ -89,7 +89,7 @@ def test_task_description_from_aux():
     ep = _episode("regression")
     ep_a = ep._replace(aux={"d": jnp.array([1.0, 0.0])})
     ep_b = ep._replace(aux={"d": jnp.array([0.0, 1.0])})
-    params = learner.init(jax.random.key(1), ep_a)
+    params = jax.jit(learner.init)(jax.random.key(1), ep_a)
     assert "set_encoder" not in params
     ta, tb = learner.adapt(params, ep_a, None), learner.adapt(params, ep_b, None)
     assert not np.allclose(np.asarray(ta["head"]["kernel"]), np.asarray(tb["head"]["kernel"]))
@@ -122,7 +122,7 @@ def test_per_class_generation_is_equivariant_to_relabelling_and_learns():
 
     learner = _learners()["per_class"]
     ep = _episode("per_class")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     # give the generator a non-trivial output layer, then relabel the classes 0->2, 1->0, 2->1
     params["generator"]["head"] = jax.tree_util.tree_map(lambda w: w + 0.3, params["generator"]["head"])
     relabel = jnp.array([2, 0, 1])

@@ -18,7 +18,7 @@ IDENTITY = nets.Network(lambda key, x: {}, lambda params, x: x)
 def test_protonet_with_identity_embedding_is_nearest_class_mean():
     ep = take_episodes(classification_episodes(jax.random.key(0), ways=3, shots=4, queries=5), 0)
     learner = learners.protonet(IDENTITY, num_ways=3)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     protos = learner.adapt(params, ep, jax.random.key(2))
     sx, sy, qx = (np.asarray(a) for a in (ep.support_x, ep.support_y, ep.query_x))
     means = np.stack([sx[sy == c].mean(0) for c in range(3)])
@@ -30,7 +30,7 @@ def test_protonet_with_identity_embedding_is_nearest_class_mean():
 def test_protonet_ignores_masked_support_padding():
     ep = take_episodes(classification_episodes(jax.random.key(0), ways=3, shots=2, queries=2), 0)
     learner = learners.protonet(IDENTITY, num_ways=3)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     padded = Episode(jnp.concatenate([ep.support_x, 100 + jnp.zeros((2, ep.support_x.shape[1]))]),
                      jnp.concatenate([ep.support_y, jnp.array([0, 1], jnp.int32)]), ep.query_x, ep.query_y,
                      support_mask=jnp.concatenate([jnp.ones(6), jnp.zeros(2)]))
@@ -40,7 +40,7 @@ def test_protonet_ignores_masked_support_padding():
 def test_matching_net_is_attention_over_support_labels():
     ep = take_episodes(classification_episodes(jax.random.key(3), ways=3, shots=2, queries=2), 0)
     learner = learners.matching_net(IDENTITY, num_ways=3, scale=4.0, learn_scale=False)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     logp = learner.predict(params, learner.adapt(params, ep, None), ep.query_x)
     sx, sy, qx = (np.asarray(a) for a in (ep.support_x, ep.support_y, ep.query_x))
     cos = (qx / np.linalg.norm(qx, axis=1, keepdims=True)) @ (sx / np.linalg.norm(sx, axis=1, keepdims=True)).T

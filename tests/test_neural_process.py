@@ -55,7 +55,7 @@ CASES = [pytest.param(f.values[0], kind, id=f"{f.id}-{kind}") for f in FACTORIES
 def test_padding_the_support_set_changes_nothing(factory, kind):
     learner = factory(kind)
     ep = _episode(kind)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     key = jax.random.key(2)
     ref_tp = learner.adapt(params, ep, key)
     pad_tp = learner.adapt(params, _pad_support(ep, 3), key)
@@ -73,7 +73,7 @@ def test_padding_the_support_set_changes_nothing(factory, kind):
 def test_set_encoder_is_permutation_invariant(factory, kind):
     learner = factory(kind)
     ep = _episode(kind)
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     perm = jax.random.permutation(jax.random.key(3), ep.support_x.shape[0])
     shuffled = ep._replace(support_x=ep.support_x[perm], support_y=ep.support_y[perm])
     key = jax.random.key(2)
@@ -85,7 +85,7 @@ def test_set_encoder_is_permutation_invariant(factory, kind):
 def test_cnp_classification_is_equivariant_to_relabelling():
     learner = _cnp("classification")
     ep = _episode("classification")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     relabel = jnp.array([2, 0, 1])  # class c becomes relabel[c]
     ep2 = ep._replace(support_y=relabel[ep.support_y], query_y=relabel[ep.query_y])
     logits = learner.predict(params, learner.adapt(params, ep, None), ep.query_x)
@@ -96,7 +96,7 @@ def test_cnp_classification_is_equivariant_to_relabelling():
 def test_latent_np_is_deterministic_per_key_and_random_across_keys():
     learner = _np()
     ep = _episode("regression")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     run = lambda k: learner.loss(params, learner.adapt(params, ep, k), ep)[0]  # noqa: E731
     assert float(run(jax.random.key(5))) == float(run(jax.random.key(5)))
     assert float(run(jax.random.key(5))) != float(run(jax.random.key(6)))
@@ -107,7 +107,7 @@ def test_latent_np_is_deterministic_per_key_and_random_across_keys():
 def test_cnp_regression_outputs_and_metrics_match_numpy():
     learner = _cnp()
     ep = _episode("regression")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     tp = learner.adapt(params, ep, None)
     out = np.asarray(learner.predict(params, tp, ep.query_x), np.float64)
     assert out.shape == (ep.query_x.shape[0], 1, 2)  # [B, D_y, (mean, std)]
@@ -124,7 +124,7 @@ def test_cnp_regression_outputs_and_metrics_match_numpy():
 def test_query_mask_excludes_padded_queries():
     learner = _cnp()
     ep = _episode("regression")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     tp = learner.adapt(params, ep, None)
     padded = ep._replace(query_x=jnp.concatenate([ep.query_x, jnp.ones((2, 1))]),
                          query_y=jnp.concatenate([ep.query_y, 1e3 * jnp.ones((2, 1))]),
@@ -136,7 +136,7 @@ def test_query_mask_excludes_padded_queries():
 def test_np_predictive_is_the_moment_matched_mixture():
     learner = _np()
     ep = _episode("regression")
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     tp = learner.adapt(params, ep, jax.random.key(2))
     out = learner.predict(params, tp, ep.query_x)
     _, metrics = learner.loss(params, tp, ep)

@@ -21,7 +21,7 @@ def _episode(key, shots=7, queries=5, dim=3, outputs=2):
 def test_head_is_the_posterior_mean_of_bayesian_linear_regression():
     learner = learners.ridge_head(nets.mlp((6,), 4), precision=0.5, bias_init=1.5)
     ep = _episode(jax.random.key(0))
-    p = learner.init(jax.random.key(1), ep)
+    p = jax.jit(learner.init)(jax.random.key(1), ep)
     p["log_precision"] = jnp.log(jnp.array([0.5, 1.0, 2.0, 3.0, 0.25]))
     p["prior_mean"] = p["prior_mean"] + 0.3
     w = np.asarray(learner.adapt(p, ep, None), np.float64)
@@ -39,7 +39,7 @@ def test_head_is_the_posterior_mean_of_bayesian_linear_regression():
 def test_masked_support_rows_do_not_count():
     learner = learners.ridge_head(nets.mlp((6,), 4))
     ep = _episode(jax.random.key(2))
-    p = learner.init(jax.random.key(3), ep)
+    p = jax.jit(learner.init)(jax.random.key(3), ep)
     mask = jnp.array([1, 1, 1, 0, 1, 0, 1], jnp.float32)
     junk = ep._replace(support_y=ep.support_y.at[3].set(1e3).at[5].set(-1e3), support_mask=mask)
     keep = np.flatnonzero(np.asarray(mask))
@@ -67,7 +67,7 @@ def test_classification_is_equivariant_to_relabelling():
     x = jax.random.normal(jax.random.key(7), (6, 2))
     y = jnp.array([0, 0, 1, 1, 2, 2])
     ep = Episode(x, y, x, y)
-    p = learner.init(jax.random.key(8), ep)
+    p = jax.jit(learner.init)(jax.random.key(8), ep)
     perm = jnp.array([2, 0, 1])
     out = learner.predict(p, learner.adapt(p, ep, None), x)
     out_perm = learner.predict(p, learner.adapt(p, ep._replace(support_y=perm[y]), None), x)

@@ -263,7 +263,7 @@ def _semisup_episode(key, ways=3, shots=2, queries=2, per_class=3, distractors=1
 def test_semisup_protonet_with_identity_embedding_equals_reference(refine):
     ep = _semisup_episode(jax.random.key(0))
     learner = learners.semisup_protonet(IDENTITY, num_ways=3, refine=refine, mask_init=(0.8, 3.0))
-    params = learner.init(jax.random.key(1), ep)
+    params = jax.jit(learner.init)(jax.random.key(1), ep)
     if refine == "masked_soft_kmeans":  # the output layer starts at zero: give it weights so the MLP matters
         head = params["mask_net"]["head"]
         params["mask_net"]["head"] = {"kernel": 0.3 * jax.random.normal(jax.random.key(9), head["kernel"].shape),
@@ -296,7 +296,7 @@ def test_semisup_protonet_ignores_padded_unlabelled_examples(refine):
     ep = _semisup_episode(jax.random.key(2))
     net = nets.mlp((16,), None)  # no batch statistics, so padding can have no effect at all
     learner = learners.semisup_protonet(net, num_ways=3, refine=refine)
-    params = learner.init(jax.random.key(3), ep)
+    params = jax.jit(learner.init)(jax.random.key(3), ep)
     ux = ep.aux["unlabelled_x"]
     padded = ep._replace(aux={"unlabelled_x": jnp.concatenate([ux, 50.0 + jnp.zeros((5, ux.shape[1]))]),
                               "unlabelled_mask": jnp.concatenate([jnp.ones(ux.shape[0]), jnp.zeros(5)])})
@@ -307,7 +307,7 @@ def test_semisup_protonet_ignores_padded_unlabelled_examples(refine):
 def test_masked_soft_kmeans_gates_start_at_mask_init():
     ep = _semisup_episode(jax.random.key(5))
     learner = learners.semisup_protonet(IDENTITY, num_ways=3, refine="masked_soft_kmeans", mask_init=(0.5, 10.0))
-    params = learner.init(jax.random.key(6), ep)
+    params = jax.jit(learner.init)(jax.random.key(6), ep)
     sx, sy = np.asarray(ep.support_x), np.asarray(ep.support_y)
     protos = np.stack([sx[sy == c].mean(0) for c in range(3)])
     counts = np.bincount(sy, minlength=3).astype(np.float32)
@@ -331,7 +331,7 @@ def test_semisup_protonet_without_unlabelled_is_protonet():
                            aux={"unlabelled_x": jnp.zeros((0, 8, 8, 1)), "unlabelled_mask": jnp.zeros(0)})
     semi = learners.semisup_protonet(net, num_ways=3, refine="soft_kmeans")
     plain = learners.protonet(net, num_ways=3)
-    params = semi.init(jax.random.key(5), empty)
+    params = jax.jit(semi.init)(jax.random.key(5), empty)
     np.testing.assert_allclose(semi.adapt(params, empty, None), plain.adapt(params, empty, None), rtol=1e-6)
 
 
@@ -342,7 +342,7 @@ def test_soft_kmeans_refinement_helps_on_blobs():
         ep = _semisup_episode(jax.random.key(seed), ways=5, shots=1, queries=10, per_class=10, distractors=0, dim=4)
         ref = learners.semisup_protonet(IDENTITY, num_ways=5, refine="soft_kmeans")
         base = learners.protonet(IDENTITY, num_ways=5)
-        p = ref.init(jax.random.key(0), ep)
+        p = jax.jit(ref.init)(jax.random.key(0), ep)
         acc = lambda learner: float(learner.loss(p, learner.adapt(p, ep, None), ep)[1]["accuracy"])  # noqa: E731
         gains.append(acc(ref) - acc(base))
     assert np.mean(gains) > 0.02, gains
@@ -366,9 +366,9 @@ def test_semisup_learner_errors():
 def test_entropy_term_matches_numpy_and_ignores_padding():
     ep = _semisup_episode(jax.random.key(6))
     net = nets.mlp((8,), 3)
-    params = net.init(jax.random.key(0), ep.support_x)
+    params = jax.jit(net.init)(jax.random.key(0), ep.support_x)
     term = learners.entropy_term(0.3, learn_weight=True)
-    tp = term.init(jax.random.key(1), ep)
+    tp = jax.jit(term.init)(jax.random.key(1), ep)
     logits = np.asarray(net.apply(params, ep.aux["unlabelled_x"]), np.float64)
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
@@ -386,7 +386,7 @@ def test_semisup_maml_inner_loop_uses_unlabelled_set():
     net = nets.mlp((8,), 3)
     learner = learners.semisup_maml(net, losses.softmax_cross_entropy, inner_lr=0.1, unlabelled_weight=0.5)
     plain = learners.maml(net, losses.softmax_cross_entropy, inner_lr=0.1)
-    params = learner.init(jax.random.key(0), ep)
+    params = jax.jit(learner.init)(jax.random.key(0), ep)
     assert set(params) == {"net", "inner_term"}
 
     def objective(p):

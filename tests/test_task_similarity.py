@@ -42,7 +42,7 @@ def test_moment_embedding_matches_numpy_and_ignores_order_and_padding():
 def test_gradient_embedding_is_the_support_gradient():
     net = nets.mlp((4,), 1)
     ep = take_episodes(_known(1), 0)
-    params = net.init(jax.random.key(0), ep.support_x)
+    params = jax.jit(net.init)(jax.random.key(0), ep.support_x)
     g = learners.gradient_embedding(net.apply, losses.squared_error, params, ep)
     ref = jax.grad(lambda p: losses.squared_error(net.apply(p, ep.support_x), ep.support_y).mean())(params)
     np.testing.assert_allclose(np.asarray(g), np.asarray(jax.flatten_util.ravel_pytree(ref)[0]), rtol=1e-6)
@@ -62,7 +62,7 @@ def test_similarity_values():
 def test_bank_and_nearest_tasks():
     learner = _maml()
     known = _known()
-    params = learner.init(jax.random.key(1), take_episodes(known, 0))
+    params = jax.jit(learner.init)(jax.random.key(1), take_episodes(known, 0))
     bank = learners.build_task_bank(learner, params, known, learners.moment_embedding, key=jax.random.key(2),
                                     batch_size=5)  # 12 tasks in chunks of 5: the last chunk wraps
     assert bank.embeddings.shape == (12, 5)
@@ -88,7 +88,7 @@ def test_bank_and_nearest_tasks():
 def test_warm_start_starts_from_the_neighbours():
     known = _known()
     zero_steps = _maml(steps=0)
-    params = zero_steps.init(jax.random.key(1), take_episodes(known, 0))
+    params = jax.jit(zero_steps.init)(jax.random.key(1), take_episodes(known, 0))
     stored = jax.tree_util.tree_map(lambda p: jnp.stack([p + 0.1 * i for i in range(12)]), params["net"])
     embeddings = jax.vmap(learners.moment_embedding)(known)
     bank = learners.task_bank(embeddings, stored)
