@@ -39,3 +39,30 @@ def test_readme_python_example_runs():
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["y"].shape == (100, 1)
     assert int(namespace["state"].step) == 1000
+
+
+def test_every_public_function_and_module_has_a_runnable_example():
+    """Every name in a jaxmeta module's ``__all__`` documents itself with a doctest (run by this suite).
+
+    Data containers (``NamedTuple``s of arrays) are exempt: the functions that build them carry the examples.
+    """
+    import importlib
+    import inspect
+    import pkgutil
+
+    import jaxmeta
+
+    missing = []
+    for info in pkgutil.walk_packages(jaxmeta.__path__, "jaxmeta."):
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if inspect.ismodule(obj) or getattr(obj, "__module__", None) != module.__name__:
+                continue  # re-exported: checked where it is defined
+            if inspect.isclass(obj) and issubclass(obj, tuple):
+                continue
+            if not callable(obj):
+                continue  # constants
+            if ">>>" not in (inspect.getdoc(obj) or ""):
+                missing.append(f"{info.name}.{name}")
+    assert not missing, f"public names without a doctest example: {missing}"

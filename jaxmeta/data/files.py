@@ -26,6 +26,11 @@ class RemoteFile(NamedTuple):
     """An official file: its name on disk, where to download it, and its checksum.
 
     ``sha256`` is preferred; ``md5`` is used where only the md5 is published.
+
+    Example:
+      >>> remote = RemoteFile("images_background.zip", "https://example.org/images_background.zip", sha256="ab12")
+      >>> remote.name, remote.md5
+      ('images_background.zip', None)
     """
 
     name: str
@@ -93,7 +98,16 @@ def checksum(path: str, algorithm: str = "sha256") -> str:
 
 
 def verify(path: str, remote: RemoteFile) -> None:
-    """Raises ``ValueError`` when ``path`` does not match ``remote``'s checksum."""
+    """Raises ``ValueError`` when ``path`` does not match ``remote``'s checksum.
+
+    Example:
+      >>> import hashlib, os, tempfile
+      >>> p = os.path.join(tempfile.mkdtemp(), "f"); _ = open(p, "wb").write(b"abc")
+      >>> verify(p, RemoteFile("f", "https://example.org/f", sha256=hashlib.sha256(b"abc").hexdigest()))
+      >>> verify(p, RemoteFile("f", "https://example.org/f", md5="0" * 32))
+      Traceback (most recent call last):
+      ValueError: ...: md5 ... does not match the official 000...; the file is corrupt or truncated. ...
+    """
     for algorithm in ("sha256", "md5"):
         expected = getattr(remote, algorithm)
         if expected:
@@ -114,7 +128,18 @@ def _default_mode() -> int:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a synced temporary file and a rename (never a half-written file)."""
+    """Writes ``data`` to ``path`` through a synced temporary file and a rename (never a half-written file).
+
+    Missing parent folders are created; readers see the old file or the new
+    one, never a mix, even if the process dies mid-write.
+
+    Example:
+      >>> import os, tempfile
+      >>> p = os.path.join(tempfile.mkdtemp(), "out", "results.json")
+      >>> atomic_write_bytes(p, b'{"acc": 0.98}')
+      >>> open(p, "rb").read()
+      b'{"acc": 0.98}'
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
     try:

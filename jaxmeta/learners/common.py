@@ -18,6 +18,14 @@ def check_example_labels(output_shape, example) -> None:
     Called by ``init`` (on the host, before anything is compiled): a
     ``support_y``/``query_y`` label ``>= N`` for a network with ``N`` outputs
     raises a ``ValueError`` naming the field.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxmeta import Episode
+      >>> ep = Episode(jnp.zeros((4, 2)), jnp.array([0, 1, 2, 5]), jnp.zeros((2, 2)), jnp.array([0, 1]))
+      >>> check_example_labels((4, 3), ep)
+      Traceback (most recent call last):
+      ValueError: episode.support_y: labels must lie in [0, 3) for a network with 3 outputs, got values in [0, 5]. ...
     """
     if len(output_shape) != 2:
         return
@@ -52,7 +60,16 @@ def check_widths(name: str, widths, *, allow_empty: bool = False) -> tuple:
 
 
 def check_metric_fns(metrics: Optional[Mapping[str, Callable]]) -> dict:
-    """Validates a ``{name: fn(outputs, targets) -> [B]}`` dict of extra metrics."""
+    """Validates a ``{name: fn(outputs, targets) -> [B]}`` dict of extra metrics.
+
+    Example:
+      >>> from jaxmeta.losses import accuracy
+      >>> list(check_metric_fns({"acc": accuracy}))
+      ['acc']
+      >>> check_metric_fns({"loss": accuracy})
+      Traceback (most recent call last):
+      ValueError: metrics: 'loss' is reserved for the learner's loss.
+    """
     metrics = dict(metrics or {})
     for name, fn in metrics.items():
         if not isinstance(name, str) or not callable(fn):

@@ -105,7 +105,18 @@ def combine(adapted, frozen):
 class InnerRule(NamedTuple):
     """An inner-loop update rule: ``init(params) -> state``,
     ``update(grads, state, params, step) -> (updates, state)``; ``step`` is the
-    (traced) inner-step index, for per-step learning rates."""
+    (traced) inner-step index, for per-step learning rates. ``updates`` are
+    added to the params (optax's convention); :func:`sgd_rule` and
+    :func:`optax_rule` build the usual ones.
+
+    Example (a custom rule: sign-SGD with a rate halved every step):
+      >>> import jax, jax.numpy as jnp
+      >>> def update(grads, state, params, step):
+      ...     return jax.tree_util.tree_map(lambda g: -0.1 * 0.5 ** step * jnp.sign(g), grads), state
+      >>> rule = InnerRule(lambda params: (), update)
+      >>> rule.update({"w": jnp.array([2.0, -3.0])}, (), None, 1)[0]["w"]
+      Array([-0.05,  0.05], dtype=float32)
+    """
 
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any, jax.Array], Any]

@@ -16,6 +16,17 @@ __all__ = ["protonet", "check_num_ways"]
 
 
 def check_num_ways(num_ways) -> int:
+    """The number of classes per episode as an ``int``; ``ValueError`` unless it is an integer >= 2.
+
+    Metric learners need it statically (prototypes are a ``[num_ways, D]`` array).
+
+    Example:
+      >>> check_num_ways(5.0)
+      5
+      >>> check_num_ways(1)
+      Traceback (most recent call last):
+      ValueError: num_ways: expected an integer >= 2 (the static number of classes per episode), got 1.
+    """
     if int(num_ways) != num_ways or num_ways < 2:
         raise ValueError(f"num_ways: expected an integer >= 2 (the static number of classes per episode), got {num_ways}.")
     return int(num_ways)

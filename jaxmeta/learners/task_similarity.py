@@ -149,6 +149,14 @@ class TaskBank(NamedTuple):
         :func:`task_bank`, so that compiled code that closes over a bank only
         compares the new task against them (no large constant arithmetic left
         for the compiler to fold on every compilation).
+
+    Build one with :func:`task_bank`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> bank = task_bank(jnp.array([[0.0, 1.0], [2.0, 3.0]]), {"w": jnp.zeros((2, 4))})
+      >>> bank.standardized.tolist(), bank.sq_norms.tolist()
+      ([[-1.0, -1.0], [1.0, 1.0]], [2.0, 2.0])
     """
 
     embeddings: jax.Array

@@ -15,7 +15,19 @@ __all__ = ["conv4", "Conv4"]
 
 
 class Conv4(nn.Module):
-    """``blocks`` x [conv3x3, norm, ReLU, downsample], then an optional linear head."""
+    """``blocks`` x [conv3x3, norm, ReLU, downsample], then an optional linear head.
+
+    The Flax module behind :func:`conv4` (which wraps it as a
+    :class:`~jaxmeta.nets.Network` for the learners and picks the CPU lowering);
+    use the module itself inside your own Flax models.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> net, x = Conv4(out=5), jnp.zeros((2, 28, 28, 1))
+      >>> params = jax.eval_shape(net.init, jax.random.key(0), x)   # shapes only: nothing runs
+      >>> jax.eval_shape(net.apply, params, x).shape
+      (2, 5)
+    """
 
     channels: int = 64
     blocks: int = 4

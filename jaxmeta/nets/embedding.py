@@ -15,7 +15,19 @@ __all__ = ["embedding_mlp", "EmbeddingMLP", "decision_layers"]
 
 class EmbeddingMLP(nn.Module):
     """Layers ``embed_i`` (one table per categorical column), ``embed_dense``,
-    ``hidden_0 .. hidden_{L-1}`` and ``head``."""
+    ``hidden_0 .. hidden_{L-1}`` and ``head``.
+
+    The Flax module behind :func:`embedding_mlp`. Each row of ``x`` holds the
+    categorical ids first (as floats), then ``num_dense`` numeric columns.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> net = EmbeddingMLP(vocab_sizes=(3, 4), num_dense=2, embed_dim=8, hidden=(16,), out=1)
+      >>> x = jnp.array([[0.0, 3.0, 0.5, 1.0], [2.0, 1.0, 0.0, 0.0]])
+      >>> params = jax.eval_shape(net.init, jax.random.key(0), x)
+      >>> jax.eval_shape(net.apply, params, x).shape
+      (2, 1)
+    """
 
     vocab_sizes: Tuple[int, ...]
     num_dense: int

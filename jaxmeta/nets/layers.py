@@ -33,6 +33,15 @@ class TaskBatchNorm(nn.Module):
     Attributes:
       epsilon: added to the variance.
       dtype: computation dtype (``None``: the input's).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> x = jnp.array([[1.0, 10.0], [3.0, 30.0]])
+      >>> bn = TaskBatchNorm()
+      >>> params = jax.jit(bn.init)(jax.random.key(0), x)   # scale 1, bias 0
+      >>> bn.apply(params, x)                              # each channel: zero mean, unit variance
+      Array([[-0.99...,  -1.  ],
+             [ 0.99...,   1.  ]], dtype=float32)
     """
 
     epsilon: float = 1e-5
@@ -309,6 +318,16 @@ class PatchConv(nn.Module):
     with per-task weights (every gradient-based meta-learner) the product
     becomes a batched matmul, whereas ``lax.conv`` becomes a grouped
     convolution, which XLA:CPU runs on a slow generic path.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> conv, x = PatchConv(8), jnp.ones((2, 5, 5, 3))
+      >>> params = jax.jit(conv.init)(jax.random.key(0), x)
+      >>> ref = jax.lax.conv_general_dilated(x, params["params"]["kernel"], (1, 1), "SAME",
+      ...                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      >>> y = conv.apply(params, x)
+      >>> y.shape, bool(jnp.allclose(y, ref, atol=1e-5))
+      ((2, 5, 5, 8), True)
     """
 
     features: int

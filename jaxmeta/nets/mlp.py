@@ -14,7 +14,17 @@ __all__ = ["mlp", "MLP"]
 
 
 class MLP(nn.Module):
-    """Dense layers named ``hidden_0 .. hidden_{L-1}`` and an optional ``head``."""
+    """Dense layers named ``hidden_0 .. hidden_{L-1}`` and an optional ``head``.
+
+    The Flax module behind :func:`mlp`; inputs are flattened to ``[B, -1]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> net, x = MLP(hidden=(40, 40), out=1), jnp.zeros((10, 1))
+      >>> params = jax.jit(net.init)(jax.random.key(0), x)
+      >>> sorted(params["params"]), net.apply(params, x).shape
+      (['head', 'hidden_0', 'hidden_1'], (10, 1))
+    """
 
     hidden: Sequence[int]
     out: Optional[int]

@@ -35,7 +35,18 @@ __all__ = ["StrokeEncoder", "stroke_encoder", "MultimodalEncoder", "multimodal_e
 
 class StrokeEncoder(nn.Module):
     """1-D conv blocks [conv (kernel ``kernel``), layer norm, ReLU, max-pool 2] over time, optional self-attention
-    blocks over the pooled time steps, then mean+max pooling and a linear map to ``out``."""
+    blocks over the pooled time steps, then mean+max pooling and a linear map to ``out``.
+
+    The Flax module behind :func:`stroke_encoder`; input ``[B, P, 3]`` pen
+    points ``(x, y, pen_up)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> net, s = StrokeEncoder(out=32), jnp.zeros((2, 48, 3))
+      >>> params = jax.eval_shape(net.init, jax.random.key(0), s)
+      >>> jax.eval_shape(net.apply, params, s).shape
+      (2, 32)
+    """
 
     channels: Tuple[int, ...] = (64, 64, 64)
     kernel: int = 5
@@ -116,7 +127,20 @@ def _check_stroke_settings(channels, out, kernel, attention_layers, attention_he
 
 
 class MultimodalEncoder(nn.Module):
-    """Conv-4 image branch + stroke branch, per-modality adapters, masked-mean fusion, shared ``head``."""
+    """Conv-4 image branch + stroke branch, per-modality adapters, masked-mean fusion, shared ``head``.
+
+    The Flax module behind :func:`multimodal_encoder`, which documents the
+    packed example layout (:func:`jaxmeta.scenarios.pack_examples` builds it:
+    ``[B, 2 + H * W + P * 3]``).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> net = MultimodalEncoder(image_shape=(28, 28), stroke_shape=(48, 3), dim=16)
+      >>> x = jnp.zeros((2, 2 + 28 * 28 + 48 * 3))
+      >>> params = jax.eval_shape(net.init, jax.random.key(0), x)
+      >>> jax.eval_shape(net.apply, params, x).shape
+      (2, 16)
+    """
 
     image_shape: Tuple[int, ...]
     stroke_shape: Tuple[int, ...]

@@ -60,7 +60,16 @@ KNN = 10  # neighbours behind the knn_mean / knn_std features
 
 
 class Neighbours(NamedTuple):
-    """The ``K`` nearest rows of some query rows: ``index``, ``distance``, ``overlap``, each ``[Rq, K]``."""
+    """The ``K`` nearest rows of some query rows: ``index``, ``distance``, ``overlap``, each ``[Rq, K]``.
+
+    ``overlap`` is the share of the columns that both rows observe. Built by :func:`nearest_rows`.
+
+    Example:
+      >>> import numpy as np
+      >>> nb = nearest_rows(np.array([[0.0, 0.0], [0.1, 0.0], [1.0, 1.0]]), np.ones((3, 2), bool), 1)
+      >>> nb.index[:, 0].tolist(), nb.overlap[:, 0].tolist()
+      ([1, 0, 1], [1.0, 1.0, 1.0])
+    """
 
     index: jax.Array
     distance: jax.Array

@@ -14,7 +14,18 @@ __all__ = ["sinusoid", "SinusoidTasks", "sinusoid_values"]
 
 
 class SinusoidTasks(NamedTuple):
-    """The functions behind a batch of sinusoid episodes: ``amplitude [E]``, ``phase [E]``."""
+    """The functions behind a batch of sinusoid episodes: ``amplitude [E]``, ``phase [E]``.
+
+    Task ``e`` is ``y = amplitude[e] * sin(x - phase[e])``; ``sinusoid(...,
+    return_tasks=True)`` returns them with the episodes (for plotting the true curves).
+
+    Example:
+      >>> import jax
+      >>> episodes, tasks = sinusoid(jax.random.key(0), num_tasks=3, support_shots=5, query_shots=5,
+      ...                            return_tasks=True)
+      >>> tasks.amplitude.shape, tasks.phase.shape
+      ((3,), (3,))
+    """
 
     amplitude: jax.Array
     phase: jax.Array

@@ -21,7 +21,13 @@ __all__ = ["fit", "FitResult"]
 
 
 class FitResult(NamedTuple):
-    """What :func:`fit` returns: the final state and every log record written."""
+    """What :func:`fit` returns: the final state and every log record written.
+
+    Example:
+      >>> result = FitResult(state=None, history=[{"step": 10, "kind": "train", "loss": 0.5}])
+      >>> [r["loss"] for r in result.history if r["kind"] == "train"]
+      [0.5]
+    """
 
     state: MetaState
     history: List[dict]

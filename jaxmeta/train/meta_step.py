@@ -52,6 +52,16 @@ class MetaState(NamedTuple):
       params: the meta-parameters (``learner.init``'s output).
       opt_state: the outer optax optimizer's state.
       step: number of meta-steps taken (``int32`` scalar).
+
+    Example:
+      >>> import functools, jax, optax
+      >>> from jaxmeta import learners, losses, nets, scenarios, train
+      >>> learner = learners.maml(nets.mlp((8,)), losses.squared_error, inner_lr=0.01)
+      >>> shapes = jax.eval_shape(functools.partial(scenarios.sinusoid, num_tasks=4, support_shots=5,
+      ...                                            query_shots=5), jax.random.key(0))
+      >>> state = train.init_state(learner, optax.adam(1e-3), jax.random.key(1), shapes)
+      >>> int(state.step), sorted(state.params["net"])
+      (0, ['head', 'hidden_0'])
     """
 
     params: Any
