@@ -35,6 +35,32 @@ def test_sinusoid_tiny_run_writes_results_and_plots(tmp_path):
     assert metrics.read_text() == logged
 
 
+def test_devices_flag_splits_the_cpu_before_jax_starts_and_says_what_it_cannot_do(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    # a fresh process, as the scripts run: --devices 2 on a CPU splits it into two XLA host devices
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    code = "from experiments import common; m = common.device_mesh(2); import jax; print(m.devices.size, jax.device_count())"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and proc.stdout.split() == ["2", "2"], proc.stdout + proc.stderr[-2000:]
+    # here JAX has started (this line makes sure, so that the calls below cannot split this worker), one device
+    import jax
+
+    assert jax.device_count() == 1
+    with pytest.raises(ValueError, match="this process has 1 cpu device"):
+        common.device_mesh(3)
+    with pytest.raises(ValueError, match="expected 0 .every device. or a positive count"):
+        sinusoid.main(["--workdir", str(tmp_path), "--devices", "-2"])
+    from experiments.imputation import main as imputation
+
+    with pytest.raises(ValueError, match="--devices 1"):
+        imputation.train_and_evaluate(imputation.Config(), str(tmp_path), mesh=common.device_mesh(0))
+
+
 def test_sinusoid_rejects_unknown_method(tmp_path):
     with pytest.raises(ValueError, match="methods"):
         sinusoid.main(["--workdir", str(tmp_path), "--methods", "bogus"])

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 SCRIPT = textwrap.dedent('''
-    import functools, jax, jax.numpy as jnp, numpy as np, optax
+    import dataclasses, functools, jax, jax.numpy as jnp, numpy as np, optax
     assert jax.device_count() == 4, jax.devices()
     from jaxmeta import learners, losses, nets, scenarios, train
 
@@ -92,6 +92,24 @@ SCRIPT = textwrap.dedent('''
         assert "divisible by 4" in str(err), err
     else:
         raise AssertionError("6 episodes on 4 devices should be rejected")
+    # an experiment script with --devices 4: its meta-batches sharded, the same numbers as on one device
+    import tempfile
+    from experiments import common
+    from experiments.sinusoid import main as sinusoid_experiment
+    cfg = sinusoid_experiment.Config(methods=("maml",), steps=4, steps_per_call=2, meta_batch=8, test_tasks=20,
+                                     test_steps=(2,))
+    one = sinusoid_experiment.train_and_evaluate(cfg, tempfile.mkdtemp(), progress=False)
+    four = sinusoid_experiment.train_and_evaluate(cfg, tempfile.mkdtemp(), progress=False, mesh=common.device_mesh(4))
+    assert (one["train_devices"], four["train_devices"]) == (1, 4)
+    for k in ("0_steps", "2_steps"):
+        np.testing.assert_allclose(four["results"]["maml"][k]["mean"], one["results"]["maml"][k]["mean"], rtol=1e-4)
+    try:
+        sinusoid_experiment.train_and_evaluate(dataclasses.replace(cfg, meta_batch=6), tempfile.mkdtemp(),
+                                               progress=False, mesh=common.device_mesh(0))
+    except ValueError as err:
+        assert "--meta-batch 6: the meta-batch must be a multiple of the 4 devices" in str(err), err
+    else:
+        raise AssertionError("a meta-batch of 6 on 4 devices should be rejected before training")
     print("SHARDED-OK")
 ''')
 

@@ -177,8 +177,8 @@ def build_learner(config: Config, net, method: str, *, test: bool = False,
 
 
 def train_method(config: Config, net, method: str, sample, workdir: str, key, *, progress: bool, fresh: bool,
-                 mean_rating: float = 0.0):
-    """Meta-trains one network (resuming from ``workdir/<method>`` when possible)."""
+                 mean_rating: float = 0.0, mesh=None):
+    """Meta-trains one network (resuming from ``workdir/<method>`` when possible), sharded over ``mesh`` if given."""
     learner = build_learner(config, net, method, mean_rating=mean_rating)
     method_dir = os.path.join(workdir, method)
     if fresh and os.path.isdir(method_dir):
@@ -188,7 +188,7 @@ def train_method(config: Config, net, method: str, sample, workdir: str, key, *,
     result = train.fit(learner, optax.adam(config.outer_lr), sample, key=key, num_steps=config.steps,
                        device_sampling=True, steps_per_call=chunk, log_every=chunk,
                        checkpoint_every=chunk * max(1, config.steps // chunk // 4), workdir=method_dir,
-                       progress=progress, desc=method)
+                       progress=progress, desc=method, mesh=common.stage_mesh(mesh, config.meta_batch, "--meta-batch"))
     jax.block_until_ready(result.state.params)
     seconds = time.perf_counter() - start
     trained = max((r.get("elapsed", 0.0) for r in result.history), default=seconds)
@@ -402,9 +402,14 @@ def plot(config: Config, results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False) -> dict:
-    """Trains every network method, evaluates every method on the same episodes, writes results and a plot."""
+def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False,
+                       mesh=None) -> dict:
+    """Trains every network method, evaluates every method on the same episodes, writes results and a plot.
+
+    ``mesh``: shard each meta-batch over these devices (``common.device_mesh``; ``None``: one device).
+    """
     check_config(config)
+    common.stage_mesh(mesh, config.meta_batch, "--meta-batch")  # a meta-batch the devices cannot split fails now
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(config.seed)
     split_key, episode_key, train_key, eval_key = jax.random.split(key, 4)
@@ -440,7 +445,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         sample = samplers[0.0 if trained_as == "pretrained" else config.rating_shift]
         params[trained_as], seconds, trained = train_method(config, net_for(trained_as), trained_as, sample, workdir,
                                                             train_key, progress=progress, fresh=fresh,
-                                                            mean_rating=mean_rating)
+                                                            mean_rating=mean_rating, mesh=mesh)
         timings[trained_as] = {"wall_seconds": seconds, "train_seconds": trained}
         print(f"{trained_as:>12}  trained {config.steps} steps in {seconds:.1f}s", flush=True)
 
@@ -486,6 +491,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         "results": results,
         "headline": check,
         "train_seconds": timings,
+        "train_devices": common.mesh_size(mesh),
         "metadata": common.run_metadata(),
     }
     train.write_json(os.path.join(workdir, "results.json"), output)

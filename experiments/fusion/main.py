@@ -281,15 +281,19 @@ def fewshot_table(config, learner_for, params_for, test_feats, test_shape, key, 
     return out
 
 
-def meta_train_on_features(config, learner, init_params, train_feats, train_shape, shots, steps, lr, key):
-    """Meta-trains a learner on train-alphabet features (random modality per example); returns params, seconds."""
+def meta_train_on_features(config, learner, init_params, train_feats, train_shape, shots, steps, lr, key, mesh=None):
+    """Meta-trains a learner on train-alphabet features (random modality per example); returns params, seconds.
+
+    The meta-batch is sharded over ``mesh`` when one is given.
+    """
     sample = feature_sampler(train_feats, *train_shape, ways=5, shots=shots, queries=5,
                              num_tasks=config.meta_batch, s_mod="random", q_mod="random")
     state = train.init_state(learner, optax.adam(lr), key, sample(key))
     state = state._replace(params=init_params(state.params), opt_state=optax.adam(lr).init(init_params(state.params)))
     start = time.perf_counter()
     result = train.fit(learner, optax.adam(lr), sample, key=key, num_steps=steps, state=state, device_sampling=True,
-                       steps_per_call=config.steps_per_call, log_every=config.steps_per_call, progress=False)
+                       steps_per_call=config.steps_per_call, log_every=config.steps_per_call, progress=False,
+                       mesh=common.stage_mesh(mesh, config.meta_batch, "--meta-batch"))
     jax.block_until_ready(result.state.params)
     return result.state.params, time.perf_counter() - start
 
@@ -341,7 +345,13 @@ def plot_embedding(emb_by_mode, labels, names, path, num_classes=10):
 
 
 def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress: bool = True,
-                       fresh: bool = False) -> dict:
+                       fresh: bool = False, mesh=None) -> dict:
+    """Trains the encoder and the heads, runs every evaluation; writes ``results.json`` and plots to ``workdir``.
+
+    ``mesh``: shard the heads' meta-batches over these devices (``common.device_mesh``; ``None``: one device);
+    the encoder trains on one many-way episode per step, on one device.
+    """
+    common.stage_mesh(mesh, config.meta_batch, "--meta-batch")  # a meta-batch the devices cannot split fails now
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(config.seed)
     k_enc, k_ft, k_hyper, k_test, k_cluster = jax.random.split(key, 5)
@@ -376,7 +386,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
             init = lambda p: {**p, "net": head_params(params)}
             trained[shots], seconds = meta_train_on_features(config, ft, init, train_feats, train_shape, shots,
                                                              config.finetune_steps, config.finetune_lr,
-                                                             jax.random.fold_in(k_ft, shots))
+                                                             jax.random.fold_in(k_ft, shots), mesh)
             spent += seconds
         ft_for = lambda s, head: learners.metric_finetune(head, num_ways=5, inner_steps=config.finetune_inner_steps,
                                                     inner_lr=config.finetune_inner_lr, learn_inner_lr=lr_mode)
@@ -396,7 +406,8 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
     for shots in (1, 5):
         init = lambda p: {**p, "embedding": head_params(params)}
         trained[shots], seconds = meta_train_on_features(config, hyper, init, train_feats, train_shape, shots,
-                                                         config.hyper_steps, 1e-3, jax.random.fold_in(k_hyper, shots))
+                                                         config.hyper_steps, 1e-3, jax.random.fold_in(k_hyper, shots),
+                                                         mesh)
         spent += seconds
     # (its generated classifier reads one modality's embedding width: no late-fusion row)
     results["hypernetwork_head"] = fewshot_table(config, lambda s, head: hyper, lambda s: trained[s], test_feats,
@@ -466,6 +477,8 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
         "anomaly": anomaly,
         "train_seconds": timings,
         "train_seconds_total": float(sum(timings.values())),
+        "train_devices": {"encoder": 1, "heads": common.mesh_size(common.stage_mesh(mesh, config.meta_batch,
+                                                                                    "--meta-batch"))},
         "metadata": common.run_metadata(),
     }
     train.write_json(os.path.join(workdir, "results.json"), output)

@@ -93,8 +93,15 @@ def rmse(filled, complete_scaled, observed, lo, hi) -> float:
     return float(np.sqrt(np.sum((scaled - complete_scaled)[miss] ** 2) / miss.sum()))
 
 
-def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False) -> dict:
-    """Runs every method at every missing rate on shared masks; writes ``results.json`` and the plot."""
+def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False,
+                       mesh=None) -> dict:
+    """Runs every method at every missing rate on shared masks; writes ``results.json`` and the plot.
+
+    ``mesh`` must be ``None``: ``MetaImputer`` trains on one device.
+    """
+    if mesh is not None:
+        raise ValueError("--devices: this experiment meta-trains jaxmeta.impute.MetaImputer, which runs on one "
+                         "device; run it with --devices 1.")
     for m in config.methods:
         if m not in META + BASELINES:
             raise ValueError(f"methods: unknown method {m!r}; choose from {META + BASELINES}.")

@@ -142,10 +142,11 @@ def training_seconds(model_dir: str) -> float:
 
 
 def _fit(learner, sample, key, steps, workdir, config, *, progress, fresh, desc, lr, optimizer=None,
-         steps_per_call=None):
+         steps_per_call=None, mesh=None):
     """Trains (or resumes) one model under ``workdir``; returns its params and training-loop seconds.
 
-    ``optimizer`` defaults to ``optax.adam(lr)``; ``steps_per_call`` to ``config.steps_per_call``.
+    ``optimizer`` defaults to ``optax.adam(lr)``; ``steps_per_call`` to ``config.steps_per_call``; ``mesh``
+    (a :func:`stage_mesh`'s) shards the meta-batch.
     """
     if fresh and os.path.isdir(workdir):
         import shutil
@@ -156,7 +157,7 @@ def _fit(learner, sample, key, steps, workdir, config, *, progress, fresh, desc,
     params, _ = _seconds(
         lambda: train.fit(learner, optimizer, sample, key=key, num_steps=steps, device_sampling=True,
                           steps_per_call=chunk, log_every=chunk, checkpoint_every=max(steps // 5 // chunk, 1) * chunk,
-                          workdir=workdir, progress=progress, desc=desc).state.params)
+                          workdir=workdir, progress=progress, desc=desc, mesh=mesh).state.params)
     return params, training_seconds(workdir)
 
 
@@ -249,7 +250,7 @@ def maml_warm_starts(config: Config, make_learner, bank_learner, params, net, kn
 
 
 # ---------------------------------------------------------------------------------------------------- sinusoid
-def run_sinusoid(config: Config, workdir: str, *, progress: bool, fresh: bool) -> dict:
+def run_sinusoid(config: Config, workdir: str, *, progress: bool, fresh: bool, mesh=None) -> dict:
     sin_cfg = sinusoid_experiment.Config(methods=("maml",), steps=config.maml_steps, meta_batch=config.meta_batch,
                                          test_tasks=config.test_tasks, test_queries=config.test_queries,
                                          steps_per_call=min(config.steps_per_call, config.maml_steps),
@@ -265,7 +266,7 @@ def run_sinusoid(config: Config, workdir: str, *, progress: bool, fresh: bool) -
     for method in config.methods:
         if method in ("maml", "meta_sgd"):
             params[method], _ = sinusoid_experiment.train_method(
-                sin_cfg, method, workdir, train_key, progress=progress, fresh=fresh)
+                sin_cfg, method, workdir, train_key, progress=progress, fresh=fresh, mesh=mesh)
             seconds[method] = training_seconds(os.path.join(workdir, method))
             for k in config.test_shots:
                 row = {}
@@ -280,7 +281,8 @@ def run_sinusoid(config: Config, workdir: str, *, progress: bool, fresh: bool) -
                                      support_shots=config.np_max_shots, query_shots=config.np_queries)
             params[method], seconds[method] = _fit(
                 neural_process_learner(config, method), np_sampler(base, config), train_key, config.np_steps,
-                os.path.join(workdir, method), config, progress=progress, fresh=fresh, desc=method, lr=config.np_lr)
+                os.path.join(workdir, method), config, progress=progress, fresh=fresh, desc=method, lr=config.np_lr,
+                mesh=common.stage_mesh(mesh, config.meta_batch, "--meta-batch"))
             test_learner = neural_process_learner(config, method, predict_samples=config.predict_samples)
             for k in config.test_shots:
                 res, v = _evaluate(test_learner, params[method], tests[k], eval_key, metric="mse")
@@ -344,7 +346,7 @@ def letter_column_tasks(table: np.ndarray, *, group_column: int = 0):
             np.concatenate(values))
 
 
-def run_letter(config: Config, workdir: str, *, progress: bool, fresh: bool) -> dict:
+def run_letter(config: Config, workdir: str, *, progress: bool, fresh: bool, mesh=None) -> dict:
     table = data.load_letter(config.data_dir or None)
     X, y, groups, values = letter_column_tasks(table)
     known_rows, new_rows = values % 2 == 0, values % 2 == 1
@@ -358,13 +360,15 @@ def run_letter(config: Config, workdir: str, *, progress: bool, fresh: bool) -> 
     seconds = {}
     maml_params, seconds["maml"] = _fit(make_maml(1), train_sample, train_key, config.letter_steps,
                                         os.path.join(workdir, "letter_maml"), config, progress=progress, fresh=fresh,
-                                        desc="letter maml", lr=1e-3)
+                                        desc="letter maml", lr=1e-3,
+                                        mesh=common.stage_mesh(mesh, config.meta_batch, "--meta-batch"))
     np_base = scenarios.tabular_regression(X[known_rows], y[known_rows], shots=config.np_max_shots,
                                            queries=config.np_queries, num_tasks=config.meta_batch,
                                            groups=groups[known_rows])
     cnp_params, seconds["cnp"] = _fit(neural_process_learner(config, "cnp"), np_sampler(np_base, config), train_key,
                                       config.letter_steps, os.path.join(workdir, "letter_cnp"), config,
-                                      progress=progress, fresh=fresh, desc="letter cnp", lr=config.np_lr)
+                                      progress=progress, fresh=fresh, desc="letter cnp", lr=config.np_lr,
+                                      mesh=common.stage_mesh(mesh, config.meta_batch, "--meta-batch"))
     known = scenarios.tabular_regression(X[known_rows], y[known_rows], shots=config.letter_bank_shots, queries=1,
                                          num_tasks=config.bank_tasks, groups=groups[known_rows])(known_key)
     out = {"task_groups": {"known": int(len(np.unique(groups[known_rows]))),
@@ -404,8 +408,11 @@ def omniglot_learner(config: Config, method: str, ways: int) -> learners.MetaLea
     return learners.cnp(embedding=nets.conv4(), encoder_hidden=(w, w), decoder_hidden=(w,), num_ways=ways)
 
 
-def run_omniglot(config: Config, workdir: str, *, progress: bool, fresh: bool) -> dict:
-    """ProtoNet vs CNP on the Omniglot experiment's minimal split (unseen alphabets), 5-way test episodes."""
+def run_omniglot(config: Config, workdir: str, *, progress: bool, fresh: bool, mesh=None) -> dict:
+    """ProtoNet vs CNP on the Omniglot experiment's minimal split (unseen alphabets), 5-way test episodes.
+
+    Both train on one many-way episode per step, so they run on one device whatever ``mesh``.
+    """
     train_set, test_set = data.omniglot_splits("minimal", data_dir=config.data_dir or None)
     train_images, test_images = jnp.asarray(train_set.images[..., None]), jnp.asarray(test_set.images[..., None])
     # the Omniglot experiment's samplers and schedule (no augmentation: short runs do not overfit)
@@ -462,7 +469,7 @@ def movielens_cnp(config: Config, cold, embed_dim: int) -> learners.MetaLearner:
     return learners.cnp(embedding=embed, encoder_hidden=(w, w), decoder_hidden=(w, w))
 
 
-def run_movielens(config: Config, workdir: str, *, progress: bool, fresh: bool) -> dict:
+def run_movielens(config: Config, workdir: str, *, progress: bool, fresh: bool, mesh=None) -> dict:
     """CNP vs MAML (decision layers) vs item mean on the cold-start experiment's new-user test episodes."""
     for m in config.movielens_methods:
         if m not in MOVIELENS_METHODS:
@@ -489,7 +496,7 @@ def run_movielens(config: Config, workdir: str, *, progress: bool, fresh: bool) 
     if "maml" in config.movielens_methods:
         net = coldstart_experiment.build_net(cs, cold, mean_rating)
         params, _, out["train_seconds"]["maml"] = coldstart_experiment.train_method(
-            cs, net, "maml", sampler, mdir, train_key, progress=progress, fresh=fresh)
+            cs, net, "maml", sampler, mdir, train_key, progress=progress, fresh=fresh, mesh=mesh)
         predict = coldstart_experiment.make_predictor(coldstart_experiment.build_learner(cs, net, "maml", test=True),
                                                       cs.eval_batch)
         predictions["maml"] = {k: predict(params, ep, eval_key) for k, ep in tests.items()}
@@ -499,7 +506,8 @@ def run_movielens(config: Config, workdir: str, *, progress: bool, fresh: bool) 
         centred = lambda key: _shift_ratings(sampler(key), -mean_rating)  # noqa: E731 (targets around 0)
         params, out["train_seconds"]["cnp"] = _fit(
             learner, centred, train_key, config.movielens_steps, os.path.join(mdir, "cnp"), config, progress=progress,
-            fresh=fresh, desc="movielens cnp", lr=cs.outer_lr, steps_per_call=cs.steps_per_call)
+            fresh=fresh, desc="movielens cnp", lr=cs.outer_lr, steps_per_call=cs.steps_per_call,
+            mesh=common.stage_mesh(mesh, cs.meta_batch, "the MovieLens part's meta-batch"))
         predict = coldstart_experiment.make_predictor(learner, cs.eval_batch)
         predictions["cnp"] = {}
         for k, ep in tests.items():
@@ -633,11 +641,13 @@ def plot_summary(output: dict, workdir: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- entry
-def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False) -> dict:
+def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False,
+                       mesh=None) -> dict:
     """Runs the chosen parts and writes ``results.json`` and the plots to ``workdir``.
 
     Parts measured by an earlier invocation in the same ``workdir`` and not run
     now are kept in ``results.json`` (so parts can be run one at a time).
+    ``mesh``: shard the meta-batches over these devices (``common.device_mesh``; ``None``: one device).
     """
     for part in config.parts:
         if part not in PARTS:
@@ -649,6 +659,10 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         raise ValueError("test_shots: give at least one K.")
     if not config.warm_steps or min(config.warm_steps) < 0:
         raise ValueError(f"warm_steps: expected non-negative inner step counts, got {config.warm_steps}.")
+    if {"sinusoid", "letter"} & set(config.parts):  # a meta-batch the devices cannot split fails before any work
+        common.stage_mesh(mesh, config.meta_batch, "--meta-batch")
+    if "movielens" in config.parts:
+        common.stage_mesh(mesh, coldstart_experiment.Config.meta_batch, "the MovieLens part's meta-batch")
     os.makedirs(workdir, exist_ok=True)
     start = time.perf_counter()
     output = {
@@ -668,16 +682,17 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         if part not in config.parts:
             continue
         if part == "sinusoid":
-            output[part] = run_sinusoid(config, workdir, progress=progress, fresh=fresh)
+            output[part] = run_sinusoid(config, workdir, progress=progress, fresh=fresh, mesh=mesh)
             continue
         try:  # the data parts are skipped (with the reason) where their data set is missing
-            output[part] = runners[part](config, workdir, progress=progress, fresh=fresh)
+            output[part] = runners[part](config, workdir, progress=progress, fresh=fresh, mesh=mesh)
         except (FileNotFoundError, ValueError) as err:
             if "data_dir" not in str(err) and "not found" not in str(err):
                 raise
             output[part] = {"skipped": str(err)}
             print(f"{part}: skipped ({err})", file=sys.stderr)
     output["total_seconds"] = time.perf_counter() - start
+    output["train_devices"] = common.mesh_size(mesh)  # (the Omniglot part's one-episode steps run on one)
     output["metadata"] = common.run_metadata()
     if os.path.exists(path):  # parts measured by earlier invocations in this workdir are kept (read at the end)
         with open(path) as f:

@@ -158,9 +158,12 @@ def eval_batch(ways: int) -> int:
     return 50 if ways <= 5 else 20
 
 
-def run_one(config: Config, name: str, workdir: str, train_data, test_data, groups, key, *, progress: bool):
+def run_one(config: Config, name: str, workdir: str, train_data, test_data, groups, key, *, progress: bool,
+            mesh=None):
     run = parse_run(name)
     metric = run["method"] in ("protonet", "matching_net")
+    # the MAML family's meta-batch is sharded over mesh; a metric learner trains on one many-way episode per step
+    mesh = common.stage_mesh(mesh, 1 if metric else config.maml_meta_batch, "--maml-meta-batch")
     steps = config.metric_steps if metric else config.maml_steps
     lr = config.metric_lr if metric else config.maml_lr
     sample, train_ways = train_sampler(config, run, train_data)
@@ -185,11 +188,11 @@ def run_one(config: Config, name: str, workdir: str, train_data, test_data, grou
                        batching=batching, device_sampling=True, steps_per_call=config.steps_per_call, unroll=1,
                        log_every=config.steps_per_call * max(1, 50 // config.steps_per_call),
                        eval_fn=monitor, eval_every=config.monitor_every, workdir=os.path.join(workdir, name),
-                       checkpoint_every=config.monitor_every, progress=progress, desc=name)
+                       checkpoint_every=config.monitor_every, progress=progress, desc=name, mesh=mesh)
     train_seconds = max((r.get("train_seconds", 0.0) for r in result.history), default=0.0)
     params = result.state.params
     out = {"run": run, "train_seconds": train_seconds, "train_ways": train_ways, "steps": steps, "batching": batching,
-           "config": dataclasses.asdict(config), "tests": {}}
+           "train_devices": common.mesh_size(mesh), "config": dataclasses.asdict(config), "tests": {}}
     for ways, shots, within in test_configs(run):
         sample_test = test_sampler(config, test_data, groups, ways, shots, within, eval_batch(ways))
         label = f"{ways}-way {shots}-shot" + (" within-alphabet" if within else "")
@@ -231,10 +234,16 @@ def plot_curves(histories: Dict[str, list], path: str) -> None:
 
 
 def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress: bool = True,
-                       fresh: bool = False) -> dict:
+                       fresh: bool = False, mesh=None) -> dict:
+    """Trains and tests every run of ``config``; writes ``results.json`` and the learning curves to ``workdir``.
+
+    ``mesh``: shard the MAML family's meta-batches over these devices (``common.device_mesh``; ``None``: one).
+    """
     common.maml_batching(config.maml_batching)  # a bad --maml-batching fails before any work
     for name in config.runs:
         run = parse_run(name)
+        if run["method"] not in ("protonet", "matching_net"):
+            common.stage_mesh(mesh, config.maml_meta_batch, "--maml-meta-batch")
         if run["shots"] + config.test_queries > 20:
             raise ValueError(f"{name}: shots + test_queries = {run['shots'] + config.test_queries} exceeds the 20 "
                              "drawings per character; lower --test-queries.")
@@ -252,7 +261,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
     results, histories = {}, {}
     for i, name in enumerate(config.runs):
         out, history = run_one(config, name, workdir, train_data, test_data, groups, jax.random.fold_in(key, i),
-                               progress=progress)
+                               progress=progress, mesh=mesh)
         results[name], histories[name] = out, history
         for label, metrics in out["tests"].items():
             row = "  ".join(f"{k}: {100 * v['mean']:.2f}±{100 * v['ci95']:.2f}%" for k, v in metrics.items())

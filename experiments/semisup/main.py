@@ -235,8 +235,11 @@ def test_settings(config: Config):
 
 
 def train_method(config: Config, method: str, run_dir: str, train_pools, test_pools, key, *, steps: int, lr: float,
-                 init_net=None, progress: bool):
-    """Trains ``method`` for ``steps`` meta-steps, from scratch or from the network params ``init_net``."""
+                 init_net=None, progress: bool, mesh=None):
+    """Trains ``method`` for ``steps`` meta-steps, from scratch or from the network params ``init_net``.
+
+    The MAML family's meta-batch is sharded over ``mesh`` (a metric learner trains on one episode per step).
+    """
     metric = method in METRIC
     sample, train_ways = train_sampler(config, method, train_pools)
     learner = build_learner(config, method, train_ways)
@@ -262,12 +265,17 @@ def train_method(config: Config, method: str, run_dir: str, train_pools, test_po
                        batching=batching(config, method), steps_per_call=chunk,
                        log_every=chunk * max(1, 50 // chunk), eval_fn=monitor,
                        eval_every=every, workdir=run_dir, checkpoint_every=every, progress=progress,
-                       desc=os.path.basename(run_dir))
+                       desc=os.path.basename(run_dir), mesh=train_mesh(config, method, mesh))
     train_seconds = max((r.get("train_seconds", 0.0) for r in result.history), default=0.0)
     return result.state.params, train_seconds, train_ways
 
 
-def train_all(config: Config, workdir: str, train_pools, test_pools, key, *, progress: bool):
+def train_mesh(config: Config, method: str, mesh):
+    """The devices ``method`` trains on: ``mesh`` for the MAML family's meta-batches, one for metric learners."""
+    return common.stage_mesh(mesh, 1 if method in METRIC else config.maml_meta_batch, "--maml-meta-batch")
+
+
+def train_all(config: Config, workdir: str, train_pools, test_pools, key, *, progress: bool, mesh=None):
     """Every method's final params and training time (warm-start time included, shared by its family)."""
     trained, warm = {}, {}
     for method in config.methods:
@@ -281,13 +289,13 @@ def train_all(config: Config, workdir: str, train_pools, test_pools, key, *, pro
             if family not in warm:
                 params, seconds, _ = train_method(config, family, os.path.join(workdir, f"{family}_warmstart"),
                                                   train_pools, test_pools, jax.random.fold_in(key, 100 + len(warm)),
-                                                  steps=first, lr=lr, progress=progress)
+                                                  steps=first, lr=lr, progress=progress, mesh=mesh)
                 warm[family] = (params["net"], seconds)
             init_net, warm_seconds = warm[family]
             lr = lr * config.finetune_lr_scale
         params, seconds, ways = train_method(config, method, os.path.join(workdir, method), train_pools, test_pools,
                                              jax.random.fold_in(key, METHODS.index(method)), steps=total - first,
-                                             lr=lr, init_net=init_net, progress=progress)
+                                             lr=lr, init_net=init_net, progress=progress, mesh=mesh)
         trained[method] = (params, warm_seconds + seconds, ways)
     return trained
 
@@ -376,8 +384,14 @@ def load_split(config: Config, data_dir, key):
 
 
 def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress: bool = True,
-                       fresh: bool = False) -> dict:
+                       fresh: bool = False, mesh=None) -> dict:
+    """Trains and tests every method of ``config``; writes ``results.json`` and the plots to ``workdir``.
+
+    ``mesh``: shard the MAML family's meta-batches over these devices (``common.device_mesh``; ``None``: one).
+    """
     check_config(config)
+    for method in config.methods:
+        train_mesh(config, method, mesh)  # a meta-batch the devices cannot split fails before any work
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(config.seed)
     split_key, test_key, train_key = jax.random.split(key, 3)
@@ -400,7 +414,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
             unused.add("refine_lr_scale")
         return {k: v for k, v in dataclasses.asdict(config).items() if k not in unused}
     results, values = {}, {}
-    trained = train_all(config, workdir, train_pools, test_pools, train_key, progress=progress)
+    trained = train_all(config, workdir, train_pools, test_pools, train_key, progress=progress, mesh=mesh)
     for method in config.methods:
         params, train_seconds, train_ways = trained[method]
         cache = os.path.join(workdir, method, "evaluation.json")
@@ -416,7 +430,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
             train.write_json(cache, {"config": eval_config(method), "tests": tests, "eval_seconds": time.perf_counter() - t0,
                                      "values": {k: v.tolist() for k, v in vals.items()}})
         out = {"train_seconds": train_seconds, "train_ways": train_ways, "batching": batching(config, method),
-               "tests": tests}
+               "train_devices": common.mesh_size(train_mesh(config, method, mesh)), "tests": tests}
         if method in ("distractor_cluster",):
             out["distractor_radius"] = float(jnp.exp(params["log_distractor_radius"]))
         if method == "semisup_maml":

@@ -27,7 +27,6 @@ from typing import Dict, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from experiments import common
@@ -73,8 +72,8 @@ def build_learner(config: Config, method: str, inner_steps: int) -> learners.Met
     raise ValueError(f"methods: unknown method {method!r}; choose from {METHODS}.")
 
 
-def train_method(config: Config, method: str, workdir: str, key, *, progress: bool, fresh: bool):
-    """Meta-trains one method (resuming from ``workdir/<method>`` when possible)."""
+def train_method(config: Config, method: str, workdir: str, key, *, progress: bool, fresh: bool, mesh=None):
+    """Meta-trains one method (resuming from ``workdir/<method>`` when possible), sharded over ``mesh`` if given."""
     learner = build_learner(config, method, 0 if method == "pretrained" else 1)
     sample = functools.partial(scenarios.sinusoid, num_tasks=config.meta_batch, support_shots=config.train_shots,
                                query_shots=config.train_queries)
@@ -90,7 +89,8 @@ def train_method(config: Config, method: str, workdir: str, key, *, progress: bo
                        device_sampling=True, steps_per_call=config.steps_per_call, unroll=1,
                        log_every=config.steps_per_call, checkpoint_every=max(config.steps // 5, 1) //
                        config.steps_per_call * config.steps_per_call or config.steps_per_call,
-                       workdir=method_dir, progress=progress, desc=method)
+                       workdir=method_dir, progress=progress, desc=method,
+                       mesh=common.stage_mesh(mesh, config.meta_batch, "--meta-batch"))
     jax.block_until_ready(result.state.params)
     return result.state.params, time.perf_counter() - start
 
@@ -155,11 +155,16 @@ def plot(config: Config, params_by_method, test_episodes, tasks, path: str, mse_
     plt.close(fig)
 
 
-def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False) -> dict:
-    """Runs every method of ``config`` and writes ``results.json`` and plots to ``workdir``."""
+def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, fresh: bool = False,
+                       mesh=None) -> dict:
+    """Runs every method of ``config`` and writes ``results.json`` and plots to ``workdir``.
+
+    ``mesh``: shard each meta-batch over these devices (``common.device_mesh``; ``None``: one device).
+    """
     for m in config.methods:
         if m not in METHODS:
             raise ValueError(f"methods: unknown method {m!r}; choose from {METHODS}.")
+    common.stage_mesh(mesh, config.meta_batch, "--meta-batch")  # a meta-batch the devices cannot split fails now
     os.makedirs(workdir, exist_ok=True)
     key = jax.random.key(config.seed)
     train_key, test_key, eval_key = jax.random.split(key, 3)
@@ -168,7 +173,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
     results, timings, params_by_method = {}, {}, {}
     for method in config.methods:
         # every method trains on the same task stream (same key) and is tested on the same tasks
-        params, seconds = train_method(config, method, workdir, train_key, progress=progress, fresh=fresh)
+        params, seconds = train_method(config, method, workdir, train_key, progress=progress, fresh=fresh, mesh=mesh)
         params_by_method[method] = params
         timings[method] = seconds
         results[method] = evaluate_method(config, method, params, test_episodes, eval_key)
@@ -182,6 +187,7 @@ def train_and_evaluate(config: Config, workdir: str, *, progress: bool = True, f
         "paper_maml_5shot": {"1_steps": 0.67, "5_steps": 0.38, "10_steps": 0.35},
         "results": results,
         "train_seconds": timings,
+        "train_devices": common.mesh_size(mesh),
         "metadata": common.run_metadata(),
     }
     train.write_json(os.path.join(workdir, "results.json"), output)
