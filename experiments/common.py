@@ -115,7 +115,8 @@ def run_experiment(
 DEVICES_HELP = ("devices to shard each meta-batch's episodes over (default 1; 0: every device). Stages that train "
                 "on several episodes per step run as one compiled step across the devices (same numbers as one "
                 "device, to float rounding); stages that train on one episode per step (the metric learners' many-"
-                "way episodes) run on one. On CPU, N > 1 splits the host into N XLA devices: one per core made the "
+                "way episodes) run on one; the Omniglot and semi-supervised scripts also split their evaluation "
+                "batches. On CPU, N > 1 splits the host into N XLA devices: one per core made the "
                 "Omniglot MAML step 15-25%% faster than one device using every core (benchmarks/README.md)")
 
 
@@ -171,6 +172,22 @@ def stage_mesh(mesh, meta_batch: int, flag: str):
     if int(meta_batch) % n:
         raise ValueError(f"{flag} {meta_batch}: the meta-batch must be a multiple of the {n} devices of --devices "
                          f"(e.g. {flag} {max(n, int(meta_batch) // n * n)}), or run with --devices 1.")
+    return mesh
+
+
+def eval_mesh(mesh, batch: int):
+    """``mesh`` for evaluation calls of ``batch`` episodes when its devices split them evenly, else ``None``.
+
+    Evaluation batches are the scripts' own choice (not a flag), so one that
+    does not split evenly runs on one device instead of failing.
+
+    Example:
+      >>> from jaxmeta import train
+      >>> eval_mesh(train.episode_mesh(), 50) is not None, eval_mesh(None, 50)
+      (True, None)
+    """
+    if mesh is None or int(batch) % mesh.devices.size:
+        return None
     return mesh
 
 

@@ -92,6 +92,22 @@ SCRIPT = textwrap.dedent('''
         assert "divisible by 4" in str(err), err
     else:
         raise AssertionError("6 episodes on 4 devices should be rejected")
+    # evaluation split over the devices: the same per-episode values (a given batch with a padded last chunk,
+    # a short batch, a sampler), and a batch size the devices cannot split is rejected
+    learner, sample = cases[0]
+    params = learner.init(jax.random.key(2), jax.tree_util.tree_map(lambda a: a[0], sample(jax.random.key(1))))
+    tests = scenarios.sinusoid(jax.random.key(11), num_tasks=10, support_shots=5, query_shots=5)
+    for batch, size in ((tests, 8), (jax.tree_util.tree_map(lambda a: a[:6], tests), 8), (sample, 8)):
+        kw = dict(key=jax.random.key(12), batch_size=size, return_values=True, num_episodes=16 if callable(batch) else None)
+        r1 = train.evaluate(learner, params, batch, **kw)
+        r4 = train.evaluate(learner, params, batch, mesh=mesh, **kw)
+        np.testing.assert_allclose(r4["values"]["loss"], r1["values"]["loss"], rtol=1e-5, atol=1e-7)
+    try:
+        train.evaluate(learner, params, tests, key=jax.random.key(12), batch_size=6, mesh=mesh)
+    except ValueError as err:
+        assert "multiple of 4" in str(err), err
+    else:
+        raise AssertionError("6 episodes per call on 4 devices should be rejected")
     # an experiment script with --devices 4: its meta-batches sharded, the same numbers as on one device
     import tempfile
     from experiments import common

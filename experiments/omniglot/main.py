@@ -162,8 +162,9 @@ def run_one(config: Config, name: str, workdir: str, train_data, test_data, grou
             mesh=None):
     run = parse_run(name)
     metric = run["method"] in ("protonet", "matching_net")
-    # the MAML family's meta-batch is sharded over mesh; a metric learner trains on one many-way episode per step
-    mesh = common.stage_mesh(mesh, 1 if metric else config.maml_meta_batch, "--maml-meta-batch")
+    # the MAML family's meta-batch is sharded over mesh (a metric learner trains on one many-way episode per
+    # step), and so is every evaluation batch that splits evenly
+    train_mesh = common.stage_mesh(mesh, 1 if metric else config.maml_meta_batch, "--maml-meta-batch")
     steps = config.metric_steps if metric else config.maml_steps
     lr = config.metric_lr if metric else config.maml_lr
     sample, train_ways = train_sampler(config, run, train_data)
@@ -175,7 +176,7 @@ def run_one(config: Config, name: str, workdir: str, train_data, test_data, grou
 
     def monitor(params):
         result = train.evaluate(monitor_learner, params, monitor_sample, key=monitor_key,
-                                num_episodes=config.monitor_episodes)
+                                num_episodes=config.monitor_episodes, mesh=common.eval_mesh(mesh, eval_batch(first_ways)))
         return {"test_accuracy": result["accuracy"]["mean"]}
 
     batching = "vmap" if metric else common.maml_batching(config.maml_batching)
@@ -188,23 +189,23 @@ def run_one(config: Config, name: str, workdir: str, train_data, test_data, grou
                        batching=batching, device_sampling=True, steps_per_call=config.steps_per_call, unroll=1,
                        log_every=config.steps_per_call * max(1, 50 // config.steps_per_call),
                        eval_fn=monitor, eval_every=config.monitor_every, workdir=os.path.join(workdir, name),
-                       checkpoint_every=config.monitor_every, progress=progress, desc=name, mesh=mesh)
+                       checkpoint_every=config.monitor_every, progress=progress, desc=name, mesh=train_mesh)
     train_seconds = max((r.get("train_seconds", 0.0) for r in result.history), default=0.0)
     params = result.state.params
     out = {"run": run, "train_seconds": train_seconds, "train_ways": train_ways, "steps": steps, "batching": batching,
-           "train_devices": common.mesh_size(mesh), "config": dataclasses.asdict(config), "tests": {}}
+           "train_devices": common.mesh_size(train_mesh), "config": dataclasses.asdict(config), "tests": {}}
     for ways, shots, within in test_configs(run):
         sample_test = test_sampler(config, test_data, groups, ways, shots, within, eval_batch(ways))
         label = f"{ways}-way {shots}-shot" + (" within-alphabet" if within else "")
         if metric:
             r = train.evaluate(build_learner(config, run, ways), params, sample_test, key=test_key,
-                               num_episodes=config.test_episodes)
+                               num_episodes=config.test_episodes, mesh=common.eval_mesh(mesh, eval_batch(ways)))
             out["tests"][label] = {"accuracy": r["accuracy"]}
         else:
             out["tests"][label] = {}
             for inner in config.maml_test_steps:
                 r = train.evaluate(build_learner(config, run, ways, inner), params, sample_test, key=test_key,
-                                   num_episodes=config.test_episodes)
+                                   num_episodes=config.test_episodes, mesh=common.eval_mesh(mesh, eval_batch(ways)))
                 out["tests"][label][f"accuracy_{inner}_steps"] = r["accuracy"]
     return out, result.history
 

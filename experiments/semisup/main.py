@@ -213,8 +213,13 @@ def train_sampler(config: Config, method: str, pools):
     return sample, ways
 
 
+def eval_batch(config: Config) -> int:
+    """Test episodes per compiled evaluation call."""
+    return min(EVAL_BATCH, config.test_episodes, config.monitor_episodes)
+
+
 def test_sampler(config: Config, pools, shots: int, per_class: int, distractors: int):
-    batch = min(EVAL_BATCH, config.test_episodes, config.monitor_episodes)
+    batch = eval_batch(config)
     return functools.partial(scenarios.semisup_episodes, labelled=pools[0], unlabelled=pools[1], num_tasks=batch,
                              ways=TEST_WAYS, shots=shots, queries=config.test_queries,
                              unlabelled_per_class=per_class, distractors=distractors)
@@ -256,7 +261,7 @@ def train_method(config: Config, method: str, run_dir: str, train_pools, test_po
 
     def monitor(params):
         result = train.evaluate(monitor_learner, params, monitor_sample, key=monitor_key,
-                                num_episodes=config.monitor_episodes)
+                                num_episodes=config.monitor_episodes, mesh=common.eval_mesh(mesh, eval_batch(config)))
         return {"test_accuracy": result["accuracy"]["mean"]}
 
     chunk = config.steps_per_call if metric else config.maml_steps_per_call
@@ -300,8 +305,12 @@ def train_all(config: Config, workdir: str, train_pools, test_pools, key, *, pro
     return trained
 
 
-def evaluate_method(config: Config, method: str, params, test_pools, key) -> Tuple[dict, Dict[str, np.ndarray]]:
-    """Accuracy on every test setting, plus the per-episode values (for paired differences)."""
+def evaluate_method(config: Config, method: str, params, test_pools, key, mesh=None
+                    ) -> Tuple[dict, Dict[str, np.ndarray]]:
+    """Accuracy on every test setting, plus the per-episode values (for paired differences).
+
+    Each evaluation batch is split over ``mesh``'s devices when they split it evenly.
+    """
     results, values, done = {}, {}, {}
     learner = build_learner(config, method, TEST_WAYS, None if method in METRIC else config.maml_test_steps)
     for name, shots, per_class, distractors in test_settings(config):
@@ -311,7 +320,8 @@ def evaluate_method(config: Config, method: str, params, test_pools, key) -> Tup
             per_class = distractors = 0
         if (shots, per_class, distractors) not in done:
             r = train.evaluate(learner, params, test_sampler(config, test_pools, shots, per_class, distractors),
-                               key=key, num_episodes=config.test_episodes, return_values=True)
+                               key=key, num_episodes=config.test_episodes, return_values=True,
+                               mesh=common.eval_mesh(mesh, eval_batch(config)))
             done[(shots, per_class, distractors)] = (r["accuracy"], np.asarray(r["values"]["accuracy"]))
         acc, vals = done[(shots, per_class, distractors)]
         results[name] = {"shots": shots, "unlabelled_per_class": per_class, "distractors": distractors,
@@ -426,7 +436,7 @@ def train_and_evaluate(config: Config, workdir: str, *, data_dir=None, progress:
             tests, vals = cached["tests"], {k: np.asarray(v) for k, v in cached["values"].items()}
         else:
             t0 = time.perf_counter()
-            tests, vals = evaluate_method(config, method, params, test_pools, test_key)
+            tests, vals = evaluate_method(config, method, params, test_pools, test_key, mesh)
             train.write_json(cache, {"config": eval_config(method), "tests": tests, "eval_seconds": time.perf_counter() - t0,
                                      "values": {k: v.tolist() for k, v in vals.items()}})
         out = {"train_seconds": train_seconds, "train_ways": train_ways, "batching": batching(config, method),

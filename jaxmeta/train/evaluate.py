@@ -46,6 +46,7 @@ def evaluate(
     batching: str = "vmap",
     return_values: bool = False,
     nan_policy: str = "raise",
+    mesh=None,
 ) -> Dict[str, Dict[str, float]]:
     """Adapts to each test episode and reports every metric's mean and 95% CI.
 
@@ -66,6 +67,12 @@ def evaluate(
         episode's metric is NaN/inf; ``"report"`` returns it in the summary
         (non-finite mean, ``"nonfinite"`` count), for studies where divergence
         is a result (e.g. learned step sizes applied more often than trained).
+      mesh: optional device mesh (:func:`jaxmeta.train.episode_mesh`): each
+        compiled call splits its episodes over the devices. ``batch_size`` (for
+        a given batch) or the sampler's batch must be a multiple of the device
+        count; a short last chunk of a given batch is padded to it. Same values as one device
+        (a learner that draws random numbers in ``adapt`` gets other per-episode
+        keys where a chunk is padded).
 
     Returns:
       ``{metric: {"mean", "ci95", "std", "n"}}`` for ``loss`` and every metric
@@ -86,7 +93,8 @@ def evaluate(
     batch_size = int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}.")
-    eval_step = make_eval_step(learner, batching=batching)
+    devices = 1 if mesh is None else int(mesh.devices.size)
+    eval_step = make_eval_step(learner, batching=batching, mesh=mesh)
     collected: Dict[str, list] = {}
 
     def add(values):
@@ -95,15 +103,20 @@ def evaluate(
 
     if isinstance(episodes, Episode):
         validate_episode(episodes, batched=True)
+        if batch_size % devices:
+            raise ValueError(f"batch_size: {batch_size} episodes per call cannot be split evenly over the {devices} "
+                             f"devices of the mesh; use a multiple of {devices}.")
         total = episode_batch_size(episodes)
         if num_episodes is not None:
             total = min(total, int(num_episodes))
         for i, start in enumerate(range(0, total, batch_size)):
             stop = min(start + batch_size, total)
             chunk = take_episodes(episodes, slice(start, stop))
-            if stop - start < batch_size and total > batch_size:
-                # pad the last chunk to the compiled batch size, drop the padding after
-                pad = batch_size - (stop - start)
+            # the compiled size: the batch size, or (one short batch) the next multiple of the device count
+            size = batch_size if total > batch_size else -(-total // devices) * devices
+            if stop - start < size:
+                # pad the last chunk to the compiled size, drop the padding after
+                pad = size - (stop - start)
                 chunk = jax.tree_util.tree_map(
                     lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], pad, 0)]), chunk)
                 out = eval_step(meta_params, chunk, jax.random.fold_in(key, i))

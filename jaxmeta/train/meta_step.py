@@ -209,8 +209,12 @@ def map_episodes(fn: Callable, episodes: Episode, keys: jax.Array, batching: str
 
 
 def episode_metrics(learner: MetaLearner, meta_params, episodes: Episode, key: jax.Array,
-                    batching: str = "vmap"):
+                    batching: str = "vmap", mesh=None, axis_name: str = "episodes"):
     """Adapts and scores every episode: ``(losses [E], {metric: [E]})``.
+
+    With ``mesh`` each device adapts and scores its own share of the episodes
+    (``jax.shard_map`` over ``axis_name``; ``E`` must be a multiple of the
+    device count); the values equal the unsharded ones (same per-episode keys).
 
     Example:
       >>> import jax
@@ -222,8 +226,26 @@ def episode_metrics(learner: MetaLearner, meta_params, episodes: Episode, key: j
       >>> losses_.shape
       (4,)
     """
-    keys = jax.random.split(key, episode_batch_size(episodes))
-    return map_episodes(functools.partial(_episode_loss, learner, meta_params), episodes, keys, batching)
+    n = episode_batch_size(episodes)
+    keys = jax.random.split(key, n)
+    if mesh is None:
+        return map_episodes(functools.partial(_episode_loss, learner, meta_params), episodes, keys, batching)
+    from jax.sharding import PartitionSpec
+
+    devices = mesh.shape[axis_name]
+    if n % devices:
+        raise ValueError(f"episodes: {n} episodes cannot be split evenly over the {devices} devices of mesh axis "
+                         f"{axis_name!r}; use a batch of episodes divisible by {devices}.")
+
+    def per_device(p, eps, ks):
+        # varying, as in _meta_gradient: adaptation differentiates with respect to the params, and the gradient
+        # of a replicated (invariant) input inside shard_map is summed over every device's episodes
+        p = lax.pcast(p, axis_name, to="varying")
+        return map_episodes(functools.partial(_episode_loss, learner, p), eps, ks, batching)
+
+    return jax.shard_map(per_device, mesh=mesh,
+                         in_specs=(PartitionSpec(), PartitionSpec(axis_name), PartitionSpec(axis_name)),
+                         out_specs=PartitionSpec(axis_name))(meta_params, episodes, keys)
 
 
 def _episode_loss(learner: MetaLearner, meta_params, episode: Episode, key: jax.Array):
@@ -381,21 +403,24 @@ def make_meta_step(
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_eval_step(learner, batching):
+def _cached_eval_step(learner, batching, mesh=None, axis_name="episodes"):
     def run(meta_params, episodes, key):
         validate_episode(episodes, batched=True, check_values=False)
-        losses, metrics = episode_metrics(learner, meta_params, episodes, key, batching)
+        losses, metrics = episode_metrics(learner, meta_params, episodes, key, batching, mesh, axis_name)
         return {"loss": losses, **metrics}
 
     return _jit(run)
 
 
-def make_eval_step(learner: MetaLearner, *, batching: str = "vmap") -> Callable:
+def make_eval_step(learner: MetaLearner, *, batching: str = "vmap", mesh=None,
+                   axis_name: str = "episodes") -> Callable:
     """Builds ``eval_step(meta_params, episodes, key) -> {metric: [E]}`` (jitted, cached).
 
     Per-episode values, no reduction: :func:`jaxmeta.train.evaluate` turns them
     into means and confidence intervals. The same learner object always gets
-    the same compiled function, so repeated evaluation does not retrace.
+    the same compiled function, so repeated evaluation does not retrace. With
+    ``mesh`` (e.g. :func:`jaxmeta.train.episode_mesh`) the episodes are split
+    over its devices (see :func:`episode_metrics`).
 
     Example:
       >>> import jax
@@ -407,7 +432,7 @@ def make_eval_step(learner: MetaLearner, *, batching: str = "vmap") -> Callable:
       (4,)
     """
     _check_learner(learner)
-    return _cached_eval_step(learner, _check_batching(batching))
+    return _cached_eval_step(learner, _check_batching(batching), mesh, axis_name)
 
 
 def step_keys(key: jax.Array, step) -> tuple:
