@@ -135,8 +135,6 @@ def device_mesh(devices: int):
       Traceback (most recent call last):
       ValueError: --devices: expected 0 (every device) or a positive count, got -1.
     """
-    from jax._src import xla_bridge
-
     from jaxmeta import train
 
     devices = int(devices)
@@ -145,8 +143,10 @@ def device_mesh(devices: int):
     if devices == 1:
         return None
     if devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        if not xla_bridge.backends_are_initialized():  # harmless on GPU/TPU: only the CPU client reads it
+        try:  # harmless on GPU/TPU: only the CPU client reads it
             jax.config.update("jax_num_cpu_devices", devices)
+        except RuntimeError:  # JAX has already started: the devices it has are the ones there are
+            pass
     available = jax.devices()
     if devices > len(available):
         raise ValueError(f"--devices {devices}: this process has {len(available)} {jax.default_backend()} device(s) "

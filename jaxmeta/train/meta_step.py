@@ -226,26 +226,14 @@ def episode_metrics(learner: MetaLearner, meta_params, episodes: Episode, key: j
       >>> losses_.shape
       (4,)
     """
-    n = episode_batch_size(episodes)
-    keys = jax.random.split(key, n)
+    keys = jax.random.split(key, episode_batch_size(episodes))
+
+    def scored(p, eps, ks):
+        return (), map_episodes(functools.partial(_episode_loss, learner, p), eps, ks, batching)
+
     if mesh is None:
-        return map_episodes(functools.partial(_episode_loss, learner, meta_params), episodes, keys, batching)
-    from jax.sharding import PartitionSpec
-
-    devices = mesh.shape[axis_name]
-    if n % devices:
-        raise ValueError(f"episodes: {n} episodes cannot be split evenly over the {devices} devices of mesh axis "
-                         f"{axis_name!r}; use a batch of episodes divisible by {devices}.")
-
-    def per_device(p, eps, ks):
-        # varying, as in _meta_gradient: adaptation differentiates with respect to the params, and the gradient
-        # of a replicated (invariant) input inside shard_map is summed over every device's episodes
-        p = lax.pcast(p, axis_name, to="varying")
-        return map_episodes(functools.partial(_episode_loss, learner, p), eps, ks, batching)
-
-    return jax.shard_map(per_device, mesh=mesh,
-                         in_specs=(PartitionSpec(), PartitionSpec(axis_name), PartitionSpec(axis_name)),
-                         out_specs=PartitionSpec(axis_name))(meta_params, episodes, keys)
+        return scored(meta_params, episodes, keys)[1]
+    return _per_device(scored, mesh, axis_name, meta_params, episodes, keys)[1]
 
 
 def _episode_loss(learner: MetaLearner, meta_params, episode: Episode, key: jax.Array):
@@ -257,6 +245,33 @@ def _mean_metrics(losses, metrics) -> dict:
     out = {"loss": jnp.mean(losses)}
     out.update({k: jnp.mean(v) for k, v in metrics.items()})
     return out
+
+
+def _per_device(fn, mesh, axis_name: str, params, episodes: Episode, keys: jax.Array):
+    """``fn(params, episodes, keys) -> (summed, per_episode)`` run by every device of ``mesh`` on its own episodes.
+
+    Plain data parallelism (``jax.shard_map``): ``params`` are replicated,
+    the episodes and their keys split along ``axis_name``; ``summed`` is added
+    across devices (one ``psum``) and ``per_episode`` keeps its split episode
+    axis. Inside, ``params`` are cast to varying: a learner's adaptation (and
+    the meta-gradient) differentiates with respect to them, and the gradient
+    of a replicated input inside ``shard_map`` would be summed over every
+    device's episodes.
+    """
+    from jax.sharding import PartitionSpec
+
+    n, devices = episode_batch_size(episodes), mesh.shape[axis_name]
+    if n % devices:
+        raise ValueError(f"episodes: {n} episodes cannot be split evenly over the {devices} devices of mesh axis "
+                         f"{axis_name!r}; use a meta-batch (or evaluation batch) divisible by {devices}.")
+
+    def one_device(p, eps, ks):
+        summed, per_episode = fn(lax.pcast(p, axis_name, to="varying"), eps, ks)
+        return lax.psum(summed, axis_name), per_episode
+
+    split = PartitionSpec(axis_name)
+    return jax.shard_map(one_device, mesh=mesh, in_specs=(PartitionSpec(), split, split),
+                         out_specs=(PartitionSpec(), split))(params, episodes, keys)
 
 
 def _sharded(fn, mesh, axis_name):
@@ -310,22 +325,8 @@ def _meta_gradient(learner, params, episodes: Episode, key: jax.Array, batching:
 
     if mesh is None:
         total, (losses, metrics) = summed(params, episodes, keys)
-    else:
-        from jax.sharding import PartitionSpec
-
-        devices = mesh.shape[axis_name]
-        if n % devices:
-            raise ValueError(f"episodes: {n} episodes cannot be split evenly over the {devices} devices of mesh "
-                             f"axis {axis_name!r}; use a meta-batch divisible by {devices}.")
-
-        def per_device(p, eps, ks):
-            # the parameters are replicated; each device differentiates its own episodes' losses
-            total, out = summed(lax.pcast(p, axis_name, to="varying"), eps, ks)
-            return lax.psum(total, axis_name), out
-
-        total, (losses, metrics) = jax.shard_map(
-            per_device, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(axis_name), PartitionSpec(axis_name)),
-            out_specs=(PartitionSpec(), PartitionSpec(axis_name)))(params, episodes, keys)
+    else:  # each device differentiates its own episodes' losses; the gradient sums are added
+        total, (losses, metrics) = _per_device(summed, mesh, axis_name, params, episodes, keys)
     return jax.tree_util.tree_map(lambda g: g / n, total), (losses, metrics)
 
 
